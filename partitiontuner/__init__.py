@@ -1,0 +1,5 @@
+"""PartitionTuner: schedule DNN operators over heterogeneous processing units."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

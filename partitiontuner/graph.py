@@ -1,0 +1,692 @@
+"""Read an ONNX model into an :class:`OpGraph`: the operators that do work, with shapes.
+
+This module alone reads ONNX models. It folds weight-producing constants away
+(initializers, ``Constant``, ``ConstantOfShape`` and any node whose inputs are all
+constant), elides ``Identity`` and inference-mode ``Dropout``, fixes dynamic input
+dimensions from the caller, runs ONNX shape inference and records per op its shapes,
+FLOPs and bytes. The cleaned, self-contained ONNX model (weights as initializers) is
+rebuilt on demand for profiling, execution and export.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import zlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from partitiontuner.errors import GraphLoadError
+from partitiontuner.flops import op_flops
+
+Shape = tuple[int, ...]
+
+#: constants up to this many elements are materialised during loading (shape tensors,
+#: per-channel parameters); larger ones only when the ONNX model is rebuilt
+_SMALL_CONST = 65536
+_ELIDED = frozenset({"Identity", "Dropout"})
+_RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"})
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    """An activation or weight tensor with a static shape."""
+
+    name: str
+    shape: Shape
+    dtype: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class OpNode:
+    """One ONNX operator that does work.
+
+    ``inputs`` are activation tensors (graph inputs or other ops' outputs), in the
+    node's input order; ``weights`` are its constant inputs (weights, shapes, ...);
+    ``onnx_inputs`` is the node's full ONNX input list ("" for an omitted input).
+    """
+
+    index: int
+    name: str
+    op_type: str
+    domain: str
+    attributes: Mapping[str, Any]
+    inputs: tuple[str, ...]
+    weights: tuple[str, ...]
+    outputs: tuple[str, ...]
+    onnx_inputs: tuple[str, ...]
+    input_shapes: tuple[Shape, ...]
+    weight_shapes: tuple[Shape, ...]
+    output_shapes: tuple[Shape, ...]
+    dtype: str
+    flops: int
+    bytes_read: int
+    bytes_written: int
+    weight_bytes: int
+
+    @property
+    def signature(self) -> str:
+        """What determines this op's cost: type, attributes, shapes and dtypes."""
+        return json.dumps(
+            [self.domain, self.op_type, _jsonable(dict(self.attributes)), self.input_shapes,
+             self.weight_shapes, self.output_shapes, self.dtype],
+            sort_keys=True, separators=(",", ":"),
+        )
+
+
+@dataclass(frozen=True)
+class Edge:
+    """A tensor produced by op ``src`` and read by op ``dst``."""
+
+    src: int
+    dst: int
+    tensor: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class _Const:
+    """A constant tensor: shape and dtype known at once, value produced lazily."""
+
+    name: str
+    shape: Shape
+    dtype: int  # onnx TensorProto data type
+    make: Any  # () -> np.ndarray
+
+
+@dataclass(eq=False)
+class OpGraph:
+    """The operator graph every later stage works on; nodes are in topological order.
+
+    Attributes:
+        name: model name (zoo name or file stem).
+        nodes: ops, ``nodes[i].index == i``, topologically sorted.
+        edges: op-to-op tensors; a tensor read by several ops gives one edge each.
+        inputs: graph inputs (activations), which live on the host PU at time 0.
+        outputs: graph outputs, which must end on the host PU.
+        tensors: every activation tensor by name.
+        input_consumers: graph-input tensor name -> ops that read it.
+        output_producers: graph-output tensor name -> op that writes it.
+    """
+
+    name: str
+    nodes: tuple[OpNode, ...]
+    edges: tuple[Edge, ...]
+    inputs: tuple[TensorInfo, ...]
+    outputs: tuple[TensorInfo, ...]
+    tensors: Mapping[str, TensorInfo]
+    opset_imports: tuple[tuple[str, int], ...]
+    ir_version: int
+    _consts: Mapping[str, _Const] = field(repr=False)
+    _value_info: tuple[onnx.ValueInfoProto, ...] = field(repr=False)
+    _protos: tuple[onnx.NodeProto, ...] = field(repr=False)
+
+    # --- indexes built once -------------------------------------------------------
+    @cached_property
+    def num_ops(self) -> int:
+        return len(self.nodes)
+
+    @cached_property
+    def index(self) -> Mapping[str, int]:
+        """Op name -> op index."""
+        return MappingProxyType({n.name: n.index for n in self.nodes})
+
+    @cached_property
+    def producer(self) -> Mapping[str, int]:
+        """Activation tensor name -> index of the op writing it."""
+        return MappingProxyType({t: n.index for n in self.nodes for t in n.outputs})
+
+    @cached_property
+    def preds(self) -> tuple[tuple[int, ...], ...]:
+        out: list[set[int]] = [set() for _ in self.nodes]
+        for e in self.edges:
+            out[e.dst].add(e.src)
+        return tuple(tuple(sorted(s)) for s in out)
+
+    @cached_property
+    def succs(self) -> tuple[tuple[int, ...], ...]:
+        out: list[set[int]] = [set() for _ in self.nodes]
+        for e in self.edges:
+            out[e.src].add(e.dst)
+        return tuple(tuple(sorted(s)) for s in out)
+
+    @cached_property
+    def in_edges(self) -> tuple[tuple[Edge, ...], ...]:
+        out: list[list[Edge]] = [[] for _ in self.nodes]
+        for e in self.edges:
+            out[e.dst].append(e)
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def out_edges(self) -> tuple[tuple[Edge, ...], ...]:
+        out: list[list[Edge]] = [[] for _ in self.nodes]
+        for e in self.edges:
+            out[e.src].append(e)
+        return tuple(tuple(x) for x in out)
+
+    @cached_property
+    def input_consumers(self) -> Mapping[str, tuple[int, ...]]:
+        names = {t.name for t in self.inputs}
+        cons: dict[str, list[int]] = {t.name: [] for t in self.inputs}
+        for n in self.nodes:
+            for t in dict.fromkeys(n.inputs):
+                if t in names:
+                    cons[t].append(n.index)
+        return MappingProxyType({k: tuple(v) for k, v in cons.items()})
+
+    @cached_property
+    def output_producers(self) -> Mapping[str, int]:
+        return MappingProxyType({t.name: self.producer[t.name] for t in self.outputs if t.name in self.producer})
+
+    @cached_property
+    def total_flops(self) -> int:
+        return sum(n.flops for n in self.nodes)
+
+    @cached_property
+    def content_hash(self) -> str:
+        """Hash of structure, shapes and attributes (not weight values): what a plan is for."""
+        h = hashlib.sha256()
+        for n in self.nodes:
+            h.update(json.dumps([n.name, n.signature, n.inputs, n.outputs]).encode())
+        for t in self.inputs + self.outputs:
+            h.update(json.dumps([t.name, t.shape, t.dtype]).encode())
+        return h.hexdigest()[:16]
+
+    def op(self, name: str) -> OpNode:
+        """The op called ``name``; raises a clear error for an unknown name."""
+        try:
+            return self.nodes[self.index[name]]
+        except KeyError:
+            raise GraphLoadError(f"model {self.name!r} has no op named {name!r}") from None
+
+    # --- ONNX round trip ----------------------------------------------------------
+    def const_value(self, name: str) -> np.ndarray:
+        """The value of a constant input (weight, shape tensor, ...)."""
+        return self._consts[name].make()
+
+    def onnx_model(self) -> onnx.ModelProto:
+        """A self-contained ONNX model of the ops: real inputs, weights as initializers.
+
+        Built anew at each call (weights of big models take hundreds of MB); callers
+        that need it repeatedly keep their own reference.
+        """
+        needed = dict.fromkeys(w for n in self.nodes for w in n.weights)
+        inits = [numpy_helper.from_array(np.asarray(self.const_value(w)), name=w) for w in needed]
+        nodes = list(self._protos)
+        graph = helper.make_graph(
+            nodes,
+            self.name,
+            [_value_info(t) for t in self.inputs],
+            [_value_info(t) for t in self.outputs],
+            initializer=inits,
+            value_info=list(self._value_info),
+        )
+        model = helper.make_model(
+            graph,
+            opset_imports=[helper.make_opsetid(d, v) for d, v in self.opset_imports],
+            producer_name="partitiontuner",
+        )
+        model.ir_version = max(self.ir_version, 7) if self.ir_version else 7
+        model.ir_version = min(model.ir_version, onnx.IR_VERSION)
+        return model
+
+
+# ---------------------------------------------------------------------------------
+# loading
+
+
+def load_graph(
+    source: str | Path | onnx.ModelProto,
+    *,
+    name: str | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    batch_size: int | None = None,
+    synthesize_weights: bool = False,
+) -> OpGraph:
+    """Load an ONNX model (path or proto) into an :class:`OpGraph`.
+
+    Args:
+        source: path to an ``.onnx`` file, or a loaded model.
+        name: model name; defaults to the file stem or the graph name.
+        input_shapes: full shapes for graph inputs with dynamic dimensions.
+        batch_size: if given, the first dimension of every graph input.
+        synthesize_weights: the model's weights are placeholders (``ConstantOfShape``
+            fills, as in ONNX's "light" zoo models); make them seeded, He-scaled random
+            tensors so that activations stay finite when the model runs.
+
+    Raises:
+        GraphLoadError: unreadable file, unknown op, shape that cannot be inferred, or a
+            dynamic dimension without a value.
+    """
+    if isinstance(source, onnx.ModelProto):
+        model = source
+        name = name or model.graph.name or "model"
+    else:
+        path = Path(source)
+        name = name or path.stem
+        model = _read_model(path)
+    if batch_size is not None and batch_size < 1:
+        raise GraphLoadError(f"batch size must be >= 1, got {batch_size}")
+    return _Loader(model, name, dict(input_shapes or {}), batch_size, synthesize_weights).run()
+
+
+def _read_model(path: Path) -> onnx.ModelProto:
+    if not path.exists():
+        raise GraphLoadError(f"model file not found: {path}")
+    if path.is_dir():
+        raise GraphLoadError(f"model path is a directory, not an ONNX file: {path}")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf raises DecodeError, or worse, on garbage
+        raise GraphLoadError(f"{path} is not a readable ONNX model (truncated or corrupt?): {type(exc).__name__}") from None
+    if not model.graph.node:
+        raise GraphLoadError(f"{path} is not an ONNX model with a graph (no nodes found)")
+    return model
+
+
+class _Loader:
+    """One load: constants, input shapes, inference, then ops and edges."""
+
+    def __init__(self, model: onnx.ModelProto, name: str, input_shapes: dict, batch: int | None, synth: bool):
+        self.model = model
+        self.name = name
+        self.input_shapes = {k: tuple(int(d) for d in v) for k, v in input_shapes.items()}
+        self.batch = batch
+        self.synth = synth
+        self.consts: dict[str, _Const] = {}
+        opsets = {imp.domain or "": imp.version for imp in model.opset_import}
+        self.opset = opsets.get("", 0)
+        self.opsets = opsets
+
+    def run(self) -> OpGraph:
+        g = self.model.graph
+        self._collect_initializers()
+        inputs = self._collect_inputs()
+        nodes = self._fold_constants()
+        nodes = self._elide(nodes, {o.name for o in g.output})
+        self._check_known_ops(nodes)
+        shapes, dtypes, value_info = self._infer_shapes(inputs, nodes)
+        return self._build(inputs, nodes, shapes, dtypes, value_info)
+
+    # constants -----------------------------------------------------------------------
+    def _collect_initializers(self) -> None:
+        for init in self.model.graph.initializer:
+            shape = tuple(int(d) for d in init.dims)
+            self.consts[init.name] = _Const(init.name, shape, init.data_type, _lazy(lambda t=init: numpy_helper.to_array(t)))
+        for init in self.model.graph.sparse_initializer:
+            raise GraphLoadError(f"sparse initializer {init.values.name!r} is not supported")
+
+    def _collect_inputs(self) -> list[tuple[str, Shape, int]]:
+        real = []
+        for vi in self.model.graph.input:
+            if vi.name in self.consts:
+                continue
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type"):
+                raise GraphLoadError(f"graph input {vi.name!r} is not a tensor")
+            dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in tt.shape.dim]
+            if not tt.HasField("shape"):
+                dims = None
+            if vi.name in self.input_shapes:
+                given = self.input_shapes[vi.name]
+                if dims is not None and len(given) != len(dims):
+                    raise GraphLoadError(f"--input-shape for {vi.name!r} has rank {len(given)}, the model says {len(dims)}")
+                if dims is not None:
+                    for i, (a, b) in enumerate(zip(given, dims, strict=True)):
+                        if b is not None and a != b and not (i == 0 and self.batch is None):
+                            raise GraphLoadError(f"--input-shape for {vi.name!r} sets dim {i} to {a}, the model fixes it to {b}")
+                dims = list(given)
+            if self.batch is not None and dims:
+                dims[0] = self.batch
+            if dims is None or any(d is None for d in dims):
+                shown = "?" if dims is None else "x".join("?" if d is None else str(d) for d in dims)
+                raise GraphLoadError(
+                    f"graph input {vi.name!r} has a dynamic shape {shown}; give it with --input-shape {vi.name}=1x3x224x224"
+                )
+            if any(d <= 0 for d in dims):
+                raise GraphLoadError(f"input shape of {vi.name!r} must be positive, got {dims}")
+            real.append((vi.name, tuple(int(d) for d in dims), tt.elem_type))
+        unknown = set(self.input_shapes) - {r[0] for r in real}
+        if unknown:
+            raise GraphLoadError(f"--input-shape names no graph input: {', '.join(sorted(unknown))}")
+        if not real:
+            raise GraphLoadError("the model has no (non-constant) graph inputs")
+        return real
+
+    def _fold_constants(self) -> list[onnx.NodeProto]:
+        """Turn weight-producing nodes into lazy constants; return the nodes that remain."""
+        rest = []
+        for node in self.model.graph.node:
+            ins = [i for i in node.input if i]
+            if node.op_type == "Constant" or (
+                node.op_type not in _RANDOM_OPS and ins and all(i in self.consts for i in ins)
+            ):
+                self._add_const_node(node)
+            else:
+                rest.append(node)
+        return rest
+
+    def _add_const_node(self, node: onnx.NodeProto) -> None:
+        if node.op_type == "Constant":
+            attr = node.attribute[0]
+            value = _constant_attr_value(attr)
+            self.consts[node.output[0]] = _Const(node.output[0], tuple(value.shape), helper.np_dtype_to_tensor_dtype(value.dtype), lambda v=value: v)
+            return
+        if node.op_type == "ConstantOfShape" and node.input[0] in self.consts:
+            shape = tuple(int(d) for d in self.consts[node.input[0]].make().reshape(-1))
+            fill = np.zeros(1, dtype=np.float32)
+            for a in node.attribute:
+                if a.name == "value":
+                    fill = numpy_helper.to_array(a.t).reshape(-1)
+            out = node.output[0]
+            dtype = helper.np_dtype_to_tensor_dtype(fill.dtype)
+            if self.synth and len(shape) >= 2 and fill.dtype.kind == "f":
+                make = _lazy(lambda s=shape, n=out, dt=fill.dtype: _he_weights(n, s, dt))
+            else:
+                make = _lazy(lambda s=shape, f=fill: np.full(s, f[0], dtype=f.dtype))
+            self.consts[out] = _Const(out, shape, dtype, make)
+            return
+        values = _eval_node(node, {i: self.consts[i].make() for i in node.input if i}, self.opsets)
+        for out, val in zip(node.output, values, strict=False):
+            if out:
+                val = np.asarray(val)
+                self.consts[out] = _Const(out, tuple(val.shape), helper.np_dtype_to_tensor_dtype(val.dtype), lambda v=val: v)
+
+    def _elide(self, nodes: list[onnx.NodeProto], graph_outputs: set[str]) -> list[onnx.NodeProto]:
+        """Drop Identity and Dropout (inference) by renaming their consumers' inputs."""
+        alias: dict[str, str] = {}
+        kept = []
+        for node in nodes:
+            if node.op_type in _ELIDED and node.output[0] not in graph_outputs and node.input[0] not in self.consts:
+                alias[node.output[0]] = alias.get(node.input[0], node.input[0])
+                continue
+            if alias and any(i in alias for i in node.input):
+                node = _clone_with_inputs(node, [alias.get(i, i) for i in node.input])
+            kept.append(node)
+        return kept
+
+    def _check_known_ops(self, nodes: list[onnx.NodeProto]) -> None:
+        for node in nodes:
+            domain = node.domain or ""
+            if domain in ("", "ai.onnx"):
+                if not onnx.defs.has(node.op_type):
+                    raise GraphLoadError(f"unknown op type {node.op_type!r} in node {node.name or node.output[0]!r}")
+            elif domain != "com.microsoft":
+                raise GraphLoadError(f"op {node.op_type!r} of custom domain {domain!r} in node {node.name or node.output[0]!r} is not supported")
+
+    # shapes ------------------------------------------------------------------------------
+    def _infer_shapes(self, inputs, nodes):
+        used = dict.fromkeys(i for n in nodes for i in n.input if i in self.consts)
+        small, big = [], []
+        for c in used:
+            const = self.consts[c]
+            if math.prod(const.shape) <= _SMALL_CONST:
+                small.append(numpy_helper.from_array(np.asarray(const.make()), name=c))
+            else:
+                big.append(helper.make_tensor_value_info(c, const.dtype, list(const.shape)))
+        graph = helper.make_graph(
+            list(nodes),
+            "infer",
+            [helper.make_tensor_value_info(n, t, list(s)) for n, s, t in inputs] + big,
+            [helper.make_tensor_value_info(o.name, 0, None) for o in self.model.graph.output],
+            initializer=small,
+        )
+        model = helper.make_model(graph, opset_imports=list(self.model.opset_import))
+        model.ir_version = max(self.model.ir_version, 4)
+        try:
+            inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+        except Exception as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise GraphLoadError(f"shape inference failed: {msg[:300]}") from None
+        shapes: dict[str, Shape] = {n: s for n, s, _ in inputs}
+        dtypes: dict[str, int] = {n: t for n, _, t in inputs}
+        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+            tt = vi.type.tensor_type
+            if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+            if all(d >= 0 for d in dims):
+                shapes[vi.name] = tuple(dims)
+                dtypes[vi.name] = tt.elem_type
+        for node in nodes:
+            for o in node.output:
+                if o and o not in shapes:
+                    who = node.name or f"{node.op_type} writing {o!r}"
+                    raise GraphLoadError(f"the shape of tensor {o!r} (output of {who}) cannot be inferred; fix the model's shapes or give --input-shape")
+        value_info = tuple(
+            vi for vi in inferred.graph.value_info if vi.name in shapes and vi.name not in self.consts
+        )
+        return shapes, dtypes, value_info
+
+    # ops ------------------------------------------------------------------------------------
+    def _build(self, inputs, nodes, shapes, dtypes, value_info) -> OpGraph:
+        graph_outputs = [o.name for o in self.model.graph.output]
+        nodes = _prune_dead(nodes, set(graph_outputs))
+        nodes = _toposort(nodes, {n for n, _, _ in inputs} | set(self.consts))
+        names = _unique_names(nodes)
+        tensors: dict[str, TensorInfo] = {}
+
+        def info(t: str) -> TensorInfo:
+            if t not in tensors:
+                dt = dtypes.get(t, TensorProto.FLOAT)
+                np_dt = helper.tensor_dtype_to_np_dtype(dt)
+                tensors[t] = TensorInfo(t, shapes[t], np.dtype(np_dt).name, int(math.prod(shapes[t])) * np.dtype(np_dt).itemsize)
+            return tensors[t]
+
+        for n, _, _ in inputs:
+            info(n)
+        ops: list[OpNode] = []
+        producer: dict[str, int] = {}
+        edges: list[Edge] = []
+        for idx, node in enumerate(nodes):
+            acts = [i for i in node.input if i and i not in self.consts]
+            weights = [i for i in node.input if i and i in self.consts]
+            outs = [o for o in node.output if o]
+            attrs = {a.name: _attr_value(a) for a in node.attribute}
+            all_in_shapes = [shapes[i] if i in shapes else self.consts[i].shape for i in node.input if i]
+            out_shapes = [shapes[o] for o in outs]
+            w_bytes = sum(_const_bytes(self.consts[w]) for w in dict.fromkeys(weights))
+            a_bytes = sum(info(a).size_bytes for a in acts)
+            o_bytes = sum(info(o).size_bytes for o in outs)
+            dtype = info(outs[0]).dtype if outs else "float32"
+            ops.append(
+                OpNode(
+                    index=idx,
+                    name=names[idx],
+                    op_type=node.op_type,
+                    domain=node.domain or "",
+                    attributes=MappingProxyType(attrs),
+                    inputs=tuple(acts),
+                    weights=tuple(weights),
+                    outputs=tuple(outs),
+                    onnx_inputs=tuple(node.input),
+                    input_shapes=tuple(shapes[a] for a in acts),
+                    weight_shapes=tuple(self.consts[w].shape for w in weights),
+                    output_shapes=tuple(out_shapes),
+                    dtype=dtype,
+                    flops=int(op_flops(node.op_type, attrs, all_in_shapes, out_shapes)),
+                    bytes_read=int(a_bytes + w_bytes),
+                    bytes_written=int(o_bytes),
+                    weight_bytes=int(w_bytes),
+                )
+            )
+            for t in dict.fromkeys(acts):
+                if t in producer:
+                    edges.append(Edge(producer[t], idx, t, info(t).size_bytes))
+            for o in outs:
+                producer[o] = idx
+        if not ops:
+            raise GraphLoadError("the model has no operators left once constants are folded")
+        outputs = []
+        for o in graph_outputs:
+            if o not in producer:
+                raise GraphLoadError(f"graph output {o!r} is not computed by any op (a constant or an input)")
+            outputs.append(info(o))
+        opsets = tuple((imp.domain or "", imp.version) for imp in self.model.opset_import)
+        return OpGraph(
+            name=self.name,
+            nodes=tuple(ops),
+            edges=tuple(edges),
+            inputs=tuple(info(n) for n, _, _ in inputs if any(n in op.inputs for op in ops)),
+            outputs=tuple(outputs),
+            tensors=MappingProxyType(tensors),
+            opset_imports=opsets,
+            ir_version=self.model.ir_version,
+            _consts=MappingProxyType({k: v for k, v in self.consts.items()}),
+            _value_info=value_info,
+            _protos=tuple(_named(node, names[i]) for i, node in enumerate(nodes)),
+        )
+
+
+# ---------------------------------------------------------------------------------
+# helpers
+
+
+def _lazy(fn):
+    """Memoise a zero-argument constant maker (weights are built once, on demand)."""
+    box: list = []
+
+    def make():
+        if not box:
+            box.append(fn())
+        return box[0]
+
+    return make
+
+
+def _he_weights(name: str, shape: Shape, dtype: np.dtype) -> np.ndarray:
+    seed = zlib.crc32(name.encode())
+    fan_in = max(1, math.prod(shape[1:]))
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(shape, dtype=np.float32) * math.sqrt(2.0 / fan_in)).astype(dtype)
+
+
+def _const_bytes(c: _Const) -> int:
+    return int(math.prod(c.shape)) * np.dtype(helper.tensor_dtype_to_np_dtype(c.dtype)).itemsize
+
+
+def _constant_attr_value(attr: onnx.AttributeProto) -> np.ndarray:
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    if attr.name in ("value_float", "value_floats"):
+        return np.asarray(helper.get_attribute_value(attr), dtype=np.float32)
+    if attr.name in ("value_int", "value_ints"):
+        return np.asarray(helper.get_attribute_value(attr), dtype=np.int64)
+    raise GraphLoadError(f"unsupported Constant attribute {attr.name!r}")
+
+
+def _eval_node(node: onnx.NodeProto, values: dict[str, np.ndarray], opsets: dict[str, int]) -> list:
+    """Evaluate one constant node with ONNX's reference evaluator."""
+    from onnx.reference import ReferenceEvaluator
+
+    ins = [helper.make_tensor_value_info(i, helper.np_dtype_to_tensor_dtype(np.asarray(v).dtype), list(np.shape(v))) for i, v in values.items()]
+    outs = [helper.make_tensor_value_info(o, 0, None) for o in node.output if o]
+    g = helper.make_graph([node], "const", ins, outs)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid(d, v) for d, v in opsets.items()])
+    try:
+        return ReferenceEvaluator(m).run(None, values)
+    except Exception as exc:
+        raise GraphLoadError(f"cannot fold constant node {node.name or node.op_type!r}: {exc}") from None
+
+
+def _clone_with_inputs(node: onnx.NodeProto, inputs: list[str]) -> onnx.NodeProto:
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    del new.input[:]
+    new.input.extend(inputs)
+    return new
+
+
+def _prune_dead(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto]:
+    needed = set(outputs)
+    keep = []
+    for node in reversed(nodes):
+        if any(o in needed for o in node.output):
+            keep.append(node)
+            needed.update(i for i in node.input if i)
+    return keep[::-1]
+
+
+def _toposort(nodes: list[onnx.NodeProto], available: set[str]) -> list[onnx.NodeProto]:
+    """Stable Kahn sort: ONNX files should be sorted, but not all are."""
+    avail = set(available)
+    pending = list(nodes)
+    out = []
+    while pending:
+        progressed = False
+        rest = []
+        for n in pending:
+            if all((not i) or i in avail for i in n.input):
+                out.append(n)
+                avail.update(n.output)
+                progressed = True
+            else:
+                rest.append(n)
+        if not progressed:
+            missing = next(i for i in rest[0].input if i and i not in avail)
+            raise GraphLoadError(f"node {rest[0].name or rest[0].op_type!r} reads {missing!r}, which nothing produces (or the graph has a cycle)")
+        pending = rest
+    return out
+
+
+def _unique_names(nodes: list[onnx.NodeProto]) -> list[str]:
+    names: list[str] = []
+    seen: set[str] = set()
+    counters: dict[str, int] = {}
+    given = {n.name for n in nodes if n.name}
+    for n in nodes:
+        name = n.name
+        if not name or name in seen:
+            while True:
+                k = counters.get(n.op_type, 0)
+                counters[n.op_type] = k + 1
+                name = f"{n.op_type}_{k}"
+                if name not in seen and name not in given:
+                    break
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _attr_value(a: onnx.AttributeProto) -> Any:
+    v = helper.get_attribute_value(a)
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, TensorProto):
+        return numpy_helper.to_array(v).tolist()
+    if isinstance(v, list):
+        return tuple(x.decode() if isinstance(x, bytes) else x for x in v)
+    if isinstance(v, (onnx.GraphProto,)):
+        raise GraphLoadError(f"ops with subgraphs ({a.name}) are not supported")
+    return v
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float):
+        return round(x, 9)
+    return x
+
+
+def _named(node: onnx.NodeProto, name: str) -> onnx.NodeProto:
+    new = onnx.NodeProto()
+    new.CopyFrom(node)
+    new.name = name
+    return new
+
+
+def _value_info(t: TensorInfo) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(t.name, helper.np_dtype_to_tensor_dtype(np.dtype(t.dtype)), list(t.shape))

@@ -1,0 +1,308 @@
+"""Platforms: processing units (PUs), what each can run, and the links between them.
+
+A platform is a YAML file: shipped presets live in ``partitiontuner/presets`` and are
+named by their stem (``cpu-npu``); any other path is read as a file. Every pair of PUs
+needs a link (latency + bandwidth); graph inputs start, and graph outputs must end, on
+the host PU (the first CPU unless ``host`` says otherwise).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+
+from partitiontuner.errors import ConfigError
+from partitiontuner.graph import OpNode
+
+KINDS = ("cpu", "npu")
+
+
+@dataclass(frozen=True)
+class NpuConfig:
+    """Parameters of the systolic-array NPU emulator (see ``profiling/npu_emulator.py``).
+
+    Attributes:
+        rows, cols: MAC array size (weight-stationary: rows = reduction, cols = outputs).
+        clock_mhz: array clock.
+        dram_bandwidth_gbps: off-chip bandwidth in GB/s (1 GB/s = 1,000 bytes/us).
+        input_buffer_kib, weight_buffer_kib, acc_buffer_kib: on-chip SRAMs.
+        bytes_per_element: operand width in DRAM (1 for int8).
+        acc_bytes_per_element: accumulator / output width (4 for int32).
+        vector_lanes: element-wise ops per cycle of the vector (ALU) unit.
+    """
+
+    rows: int
+    cols: int
+    clock_mhz: float
+    dram_bandwidth_gbps: float
+    input_buffer_kib: float = 32.0
+    weight_buffer_kib: float = 256.0
+    acc_buffer_kib: float = 128.0
+    bytes_per_element: int = 1
+    acc_bytes_per_element: int = 4
+    vector_lanes: int = 16
+
+
+@dataclass(frozen=True)
+class Device:
+    """One processing unit.
+
+    Attributes:
+        supports: op types it can run; ``None`` means every op (a CPU).
+        max_conv_groups: largest Conv ``group`` it runs (VTA-like NPUs: 1, so no
+            grouped or depthwise convolution); ``None`` = any.
+        speed_factor: relative speed of this CPU against the measured host thread
+            (0.4 models a little core: latency = measured / 0.4).
+        memory_bytes: capacity for resident weights plus one partition's activations;
+            ``None`` = unlimited.
+    """
+
+    name: str
+    kind: str
+    dispatch_overhead_us: float
+    threads: int = 1
+    speed_factor: float = 1.0
+    memory_bytes: int | None = None
+    supports: frozenset[str] | None = None
+    max_conv_groups: int | None = None
+    npu: NpuConfig | None = None
+
+    def unsupported_reason(self, op: OpNode) -> str | None:
+        """Why this device cannot run ``op`` (the rule that excludes it), or ``None``."""
+        if self.supports is not None and op.op_type not in self.supports:
+            return f"{op.op_type} is not among {self.name}'s supported op types"
+        if self.max_conv_groups is not None and op.op_type in ("Conv", "ConvTranspose"):
+            groups = int(op.attributes.get("group", 1))
+            if groups > self.max_conv_groups:
+                kind = "depthwise" if groups == op.input_shapes[0][1] else "grouped"
+                return f"{kind} Conv (group={groups}) exceeds {self.name}'s max_conv_groups={self.max_conv_groups}"
+        return None
+
+    def can_run(self, op: OpNode) -> bool:
+        return self.unsupported_reason(op) is None
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """What a profile of this device depends on (part of the profile cache key)."""
+        d: dict[str, Any] = {"kind": self.kind, "threads": self.threads, "speed_factor": self.speed_factor}
+        if self.npu is not None:
+            d["npu"] = self.npu.__dict__
+        return d
+
+
+@dataclass(frozen=True)
+class Link:
+    src: str
+    dst: str
+    latency_us: float
+    bandwidth_gbps: float  # GB/s = 1,000 bytes per microsecond
+
+    def transfer_us(self, size_bytes: int | float) -> float:
+        return self.latency_us + size_bytes / (self.bandwidth_gbps * 1000.0)
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    description: str
+    devices: tuple[Device, ...]
+    links: Mapping[tuple[str, str], Link]
+    host: str
+    source: str = field(default="", compare=False)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(d.name for d in self.devices)
+
+    @property
+    def num_pus(self) -> int:
+        return len(self.devices)
+
+    def device(self, name: str) -> Device:
+        for d in self.devices:
+            if d.name == name:
+                return d
+        raise ConfigError(f"platform {self.name!r} has no PU named {name!r} (it has {', '.join(self.names)})")
+
+    def pu_index(self, name: str) -> int:
+        return self.names.index(self.device(name).name)
+
+    def transfer_us(self, src: str, dst: str, size_bytes: int | float) -> float:
+        """Time to move a tensor from ``src`` to ``dst``; 0 on the same PU."""
+        if src == dst:
+            return 0.0
+        return self.links[(src, dst)].transfer_us(size_bytes)
+
+    def with_cpu_threads(self, threads: int) -> Platform:
+        """The same platform with every CPU PU set to ``threads`` intra-op threads."""
+        if threads < 1:
+            raise ConfigError(f"CPU thread count must be >= 1, got {threads}")
+        devices = tuple(
+            Device(**{**d.__dict__, "threads": threads}) if d.kind == "cpu" else d for d in self.devices
+        )
+        return Platform(self.name, self.description, devices, self.links, self.host, self.source)
+
+
+# ---------------------------------------------------------------------------------
+# loading
+
+
+def preset_names() -> tuple[str, ...]:
+    files = resources.files("partitiontuner") / "presets"
+    return tuple(sorted(p.name[:-5] for p in files.iterdir() if p.name.endswith(".yaml")))
+
+
+def load_platform(spec: str | Path = "cpu-npu") -> Platform:
+    """A preset name or a YAML file -> validated :class:`Platform`.
+
+    Raises:
+        ConfigError: unknown preset, unreadable or malformed YAML, inconsistent PUs.
+    """
+    spec = str(spec)
+    if spec in preset_names():
+        text = (resources.files("partitiontuner") / "presets" / f"{spec}.yaml").read_text()
+        source = f"preset:{spec}"
+    elif spec.endswith((".yaml", ".yml")) or Path(spec).exists():
+        path = Path(spec)
+        if not path.is_file():
+            raise ConfigError(f"platform file not found: {spec}")
+        text = path.read_text()
+        source = str(path)
+    else:
+        raise ConfigError(f"unknown platform {spec!r}: not a preset ({', '.join(preset_names())}) nor a YAML file")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"platform {spec}: malformed YAML{line}") from None
+    return platform_from_dict(data, source=source)
+
+
+def platform_from_dict(data: Any, source: str = "") -> Platform:
+    where = source or "platform"
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping with 'name', 'pus' and 'links'")
+    _only(data, {"name", "description", "pus", "links", "host"}, where)
+    name = _req(data, "name", str, where)
+    pus = data.get("pus")
+    if not isinstance(pus, list) or not pus:
+        raise ConfigError(f"{where}: 'pus' must be a non-empty list")
+    devices = tuple(_device(p, f"{where}: pu #{i}") for i, p in enumerate(pus))
+    names = [d.name for d in devices]
+    dup = {n for n in names if names.count(n) > 1}
+    if dup:
+        raise ConfigError(f"{where}: duplicate PU name {sorted(dup)[0]!r}")
+    cpus = [d.name for d in devices if d.kind == "cpu"]
+    host = data.get("host", cpus[0] if cpus else None)
+    if host is None:
+        raise ConfigError(f"{where}: a platform needs a CPU PU (or a 'host') to hold graph inputs and outputs")
+    if host not in names:
+        raise ConfigError(f"{where}: host {host!r} is not one of the PUs ({', '.join(names)})")
+    links: dict[tuple[str, str], Link] = {}
+    for i, raw in enumerate(data.get("links") or []):
+        lw = f"{where}: link #{i}"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{lw}: expected a mapping")
+        _only(raw, {"between", "from", "to", "latency_us", "bandwidth_gbps"}, lw)
+        if "between" in raw:
+            ends = raw["between"]
+            if not (isinstance(ends, list) and len(ends) == 2):
+                raise ConfigError(f"{lw}: 'between' must list two PUs")
+            pairs = [(ends[0], ends[1]), (ends[1], ends[0])]
+        else:
+            pairs = [(raw.get("from"), raw.get("to"))]
+        lat = _num(raw, "latency_us", lw, minimum=0.0)
+        bw = _num(raw, "bandwidth_gbps", lw, minimum=0.0, strict=True)
+        for a, b in pairs:
+            for end in (a, b):
+                if end not in names:
+                    raise ConfigError(f"{lw}: unknown PU {end!r} (PUs: {', '.join(names)})")
+            if a == b:
+                raise ConfigError(f"{lw}: a link needs two different PUs, got {a!r} twice")
+            links[(a, b)] = Link(a, b, lat, bw)
+    for a in names:
+        for b in names:
+            if a != b and (a, b) not in links:
+                raise ConfigError(f"{where}: no link from {a!r} to {b!r}; every pair of PUs needs one")
+    return Platform(name, str(data.get("description", "")), devices, MappingProxyType(links), host, source)
+
+
+def _device(raw: Any, where: str) -> Device:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: expected a mapping")
+    _only(raw, {"name", "kind", "threads", "speed_factor", "dispatch_overhead_us", "memory_mib",
+                "supports", "max_conv_groups", "npu"}, where)
+    name = _req(raw, "name", str, where)
+    where = f"{where.rsplit(':', 1)[0]}: pu {name!r}"
+    kind = _req(raw, "kind", str, where)
+    if kind not in KINDS:
+        raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
+    threads = raw.get("threads", 1)
+    if not isinstance(threads, int) or threads < 1:
+        raise ConfigError(f"{where}: threads must be a positive integer")
+    speed = _num(raw, "speed_factor", where, default=1.0, minimum=0.0, strict=True)
+    overhead = _num(raw, "dispatch_overhead_us", where, minimum=0.0)
+    mem = raw.get("memory_mib")
+    if mem is not None and (not isinstance(mem, (int, float)) or mem <= 0):
+        raise ConfigError(f"{where}: memory_mib must be a positive number")
+    supports = raw.get("supports", "all" if kind == "cpu" else None)
+    if supports is None:
+        raise ConfigError(f"{where}: an NPU must list the op types it 'supports'")
+    if supports == "all":
+        sup = None
+    elif isinstance(supports, list) and all(isinstance(s, str) for s in supports):
+        sup = frozenset(supports)
+    else:
+        raise ConfigError(f"{where}: 'supports' must be 'all' or a list of op types")
+    groups = raw.get("max_conv_groups")
+    if groups is not None and (not isinstance(groups, int) or groups < 1):
+        raise ConfigError(f"{where}: max_conv_groups must be a positive integer")
+    npu = None
+    if kind == "npu":
+        cfg = raw.get("npu")
+        if not isinstance(cfg, dict):
+            raise ConfigError(f"{where}: an NPU needs an 'npu' section with its array size, clock and bandwidth")
+        fields = set(NpuConfig.__dataclass_fields__)
+        _only(cfg, fields, f"{where}: npu")
+        for key in ("rows", "cols"):
+            if not isinstance(cfg.get(key), int) or cfg[key] < 1:
+                raise ConfigError(f"{where}: npu.{key} (MAC array size) must be a positive integer")
+        for key in ("clock_mhz", "dram_bandwidth_gbps"):
+            _num(cfg, key, f"{where}: npu", minimum=0.0, strict=True)
+        npu = NpuConfig(**cfg)
+    elif "npu" in raw:
+        raise ConfigError(f"{where}: only an NPU takes an 'npu' section")
+    return Device(
+        name=name, kind=kind, dispatch_overhead_us=overhead, threads=threads, speed_factor=speed,
+        memory_bytes=int(mem * 2**20) if mem is not None else None, supports=sup,
+        max_conv_groups=groups, npu=npu,
+    )
+
+
+def _only(d: dict, allowed: set[str], where: str) -> None:
+    extra = set(d) - allowed
+    if extra:
+        raise ConfigError(f"{where}: unknown key {sorted(extra)[0]!r} (allowed: {', '.join(sorted(allowed))})")
+
+
+def _req(d: dict, key: str, typ: type, where: str):
+    v = d.get(key)
+    if not isinstance(v, typ) or (typ is str and not v):
+        raise ConfigError(f"{where}: '{key}' is required ({typ.__name__})")
+    return v
+
+
+def _num(d: dict, key: str, where: str, *, default: float | None = None, minimum: float | None = None, strict: bool = False) -> float:
+    v = d.get(key, default)
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise ConfigError(f"{where}: '{key}' must be a number")
+    if minimum is not None and (v < minimum or (strict and v == minimum)):
+        raise ConfigError(f"{where}: '{key}' must be {'>' if strict else '>='} {minimum}, got {v}")
+    return float(v)
