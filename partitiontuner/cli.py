@@ -107,9 +107,16 @@ def _console() -> Console:
 # models / graph
 
 
+def _add_debug_alias(p: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` after the command too (``main`` looks for it in argv); the
+    SUPPRESS default keeps the subparser from overwriting the top-level flag."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
 def _add_models(sub) -> None:
     p = sub.add_parser("models", help="list the built-in models")
     p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
     p.set_defaults(func=_cmd_models)
 
 
@@ -139,6 +146,7 @@ def _add_graph(sub) -> None:
     p = sub.add_parser("graph", help="ops, FLOPs, branches and blocks of a model")
     _add_model_args(p)
     p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
     p.set_defaults(func=_cmd_graph)
 
 
@@ -198,6 +206,448 @@ def _cmd_graph(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------
+# plan / simulate
+
+
+def _add_planner_args(p: argparse.ArgumentParser) -> None:
+    from partitiontuner.agents.registry import METHODS
+
+    p.add_argument("--method", default="rl", metavar="M", help=f"planner: {', '.join(METHODS)} (default: rl)")
+    p.add_argument("--samples", type=int, default=None, help="rl: best of K sampled plans; random: number of plans")
+    p.add_argument("--seed", type=int, default=None, help="seed of rl sampling / random search")
+    p.add_argument("--checkpoint", default=None, help="rl: policy checkpoint (default: the shipped one)")
+    p.add_argument("--time-limit", type=float, default=None, help="oracle: time limit in seconds")
+
+
+def _planner(args: argparse.Namespace):
+    from partitiontuner.agents.registry import make_planner
+
+    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit}
+    accepts = {"rl": {"samples", "seed", "checkpoint"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
+    options = {}
+    for key, value in given.items():
+        if value is None:
+            continue
+        if key not in accepts.get(args.method, set()):
+            flag = "--" + key.replace("_s", "").replace("_", "-")
+            raise ConfigError(f"{flag} does not apply to method {args.method!r}")
+        options[key] = value
+    return make_planner(args.method, **options)
+
+
+def _add_plan(sub) -> None:
+    p = sub.add_parser("plan", help="make a plan (default: squeezenet on cpu-npu with the RL policy)")
+    _add_model_args(p, optional=True)
+    _add_problem_args(p)
+    _add_planner_args(p)
+    _add_constraint_args(p)
+    p.add_argument("--out", default=None, help="write the plan (.yaml/.yml or .json)")
+    p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
+    p.add_argument("--dot", default=None, help="write the partitioned graph as Graphviz DOT")
+    p.add_argument("--report", action="store_true", help="print where every op runs and why")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    import time
+
+    from partitiontuner.plan import save_plan, validate_plan
+    from partitiontuner.report import check_strict, placement_report
+    from partitiontuner.simulate import simulate
+    from partitiontuner.workflow import load_problem
+
+    planner = _planner(args)
+    problem = load_problem(_spec(args))
+    t0 = time.perf_counter()
+    plan = planner.plan(problem)
+    planning_time = time.perf_counter() - t0
+    validate_plan(problem, plan)
+    sim = simulate(problem, plan)
+    report = placement_report(problem, plan, sim)
+    if problem.constraints.strict:
+        check_strict(problem, report)
+    warning = report.fallback_summary()
+    if args.out:
+        save_plan(problem, plan, args.out, sim.makespan_us, sim.parallel_pairs())
+    if args.gantt:
+        from partitiontuner.viz import gantt_chart
+
+        gantt_chart(problem, plan, sim, args.gantt, title=f"{problem.graph.name} on {problem.platform.name}: {plan.method}")
+    if args.dot:
+        from partitiontuner.viz import write_dot
+
+        write_dot(problem, plan, args.dot)
+    if args.json:
+        rep = report.to_dict()
+        _print_json({
+            "model": problem.graph.name, "platform": problem.platform.name, "method": plan.method,
+            "makespan_us": round(sim.makespan_us, 3), "planning_time_s": round(planning_time, 4),
+            "num_partitions": plan.num_partitions, "profiles": problem.profiles.source,
+            "partitions": [{"id": p["id"], "device": p["device"], "ops": p["ops"], "start_us": p["start_us"],
+                            "end_us": p["end_us"], "parallel_with": p["parallel_with"]} for p in rep["partitions"]],
+            "placement": rep["placement"],
+            "info": {k: v for k, v in plan.info.items()},
+            "warnings": [warning] if warning else [],
+            "out": args.out,
+        })
+        return 0
+    if warning:
+        print(f"partitiontuner: warning: {warning}", file=sys.stderr)
+    con = _console()
+    _print_partitions(con, problem, report)
+    if args.report:
+        _print_report(con, report)
+    busy = sim.busy_us()
+    util = ", ".join(f"{pu} {100 * busy.get(pu, 0.0) / sim.makespan_us:.0f}%" for pu in problem.pus)
+    con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name} with {plan.method}: "
+              f"makespan [bold]{sim.makespan_us:.1f} us[/bold], {plan.num_partitions} partitions, "
+              f"planned in {planning_time:.3f} s (busy: {util}; profiles: {problem.profiles.source})")
+    for key in ("proven_optimal", "lower_bound_us", "gap"):
+        if key in plan.info:
+            con.print(f"  {key}: {plan.info[key]}")
+    if args.out:
+        con.print(f"plan written to {args.out}")
+    return 0
+
+
+def _print_partitions(con: Console, problem, report) -> None:
+    t = Table(title="Partitions")
+    for col in ("id", "PU", "ops", "first .. last op", "start us", "end us", "time us", "parallel with"):
+        t.add_column(col, justify="right" if col not in ("PU", "first .. last op", "parallel with") else "left")
+    for p in report.partitions:
+        span = p.ops[0] if len(p.ops) == 1 else f"{p.ops[0]} .. {p.ops[-1]}"
+        t.add_row(str(p.index), p.device, str(len(p.ops)), span, f"{p.start_us:.1f}", f"{p.end_us:.1f}",
+                  f"{p.predicted_us:.1f}", ",".join(map(str, p.parallel_with[:6])) + ("..." if len(p.parallel_with) > 6 else ""))
+    con.print(t)
+
+
+def _print_report(con: Console, report) -> None:
+    t = Table(title="Placement report")
+    for col in ("op", "type", "PU", "part", "start us", "end us", "reason", "detail"):
+        t.add_column(col)
+    for o in report.ops:
+        d = o.detail
+        if o.reason == "cost":
+            lat = ", ".join(f"{k} {v}" if v is not None else f"{k} -" for k, v in d["latency_us"].items())
+            detail = f"{lat}; transfer avoided {d['transfer_avoided_us']} us"
+        elif o.reason in ("unsupported", "forbidden"):
+            detail = "; ".join(f"{k}: {v}" for k, v in d["excluded_by"].items())
+        elif o.reason == "pinned":
+            detail = d["rule"]
+        else:
+            detail = f"faster on {d['faster_pu']}, which has {d['capacity_mib']} MiB"
+        t.add_row(o.op, o.op_type, o.device, str(o.partition), f"{o.start_us:.1f}", f"{o.end_us:.1f}", o.reason, detail)
+    con.print(t)
+
+
+def _add_simulate(sub) -> None:
+    p = sub.add_parser("simulate", help="simulate a saved plan")
+    _add_model_args(p)
+    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
+    _add_problem_args(p)
+    p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_simulate)
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from partitiontuner.plan import load_plan
+    from partitiontuner.report import placement_report
+    from partitiontuner.simulate import simulate
+    from partitiontuner.workflow import load_problem
+
+    problem = load_problem(_spec(args))
+    plan = load_plan(problem, args.plan)
+    sim = simulate(problem, plan)
+    if args.gantt:
+        from partitiontuner.viz import gantt_chart
+
+        gantt_chart(problem, plan, sim, args.gantt, title=f"{problem.graph.name} on {problem.platform.name}: {plan.method}")
+    if args.json:
+        _print_json({
+            "model": problem.graph.name, "platform": problem.platform.name, "method": plan.method,
+            "makespan_us": round(sim.makespan_us, 3), "num_partitions": plan.num_partitions,
+            "partitions": [{"id": t.index, "device": t.device, "ops": [problem.graph.nodes[v].name for v in plan.partitions[t.index].ops],
+                            "start_us": round(t.start_us, 3), "end_us": round(t.end_us, 3), "work_us": round(t.work_us, 3),
+                            "overhead_us": round(t.overhead_us, 3)} for t in sim.partitions],
+            "transfers": [{"tensor": x.tensor, "size_bytes": x.size_bytes, "src": x.src_device, "dst": x.dst_device,
+                           "src_partition": x.src_partition, "dst_partition": x.dst_partition,
+                           "start_us": round(x.start_us, 3), "end_us": round(x.end_us, 3)} for x in sim.transfers],
+        })
+        return 0
+    con = _console()
+    _print_partitions(con, problem, placement_report(problem, plan, sim))
+    con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name}: makespan [bold]{sim.makespan_us:.1f} us[/bold], "
+              f"{plan.num_partitions} partitions, {len(sim.transfers)} transfers")
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# profile
+
+
+def _add_profile(sub) -> None:
+    p = sub.add_parser("profile", help="latency of every op and candidate op group on every PU (cached)")
+    _add_model_args(p)
+    _add_problem_args(p)
+    p.add_argument("--export", default=None, metavar="FILE.json", help="also save the profiles as JSON (to plan elsewhere)")
+    p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
+    p.set_defaults(func=_cmd_profile)
+
+
+def _cmd_profile(args: argparse.Namespace) -> int:
+    import math
+
+    import numpy as np
+
+    from partitiontuner.workflow import load_problem
+
+    problem = load_problem(_spec(args))
+    prof, graph, pus = problem.profiles, problem.graph, problem.pus
+    if args.export:
+        prof.save_json(args.export)
+
+    def lat(values) -> dict[str, float | None]:
+        return {pu: None if math.isnan(v) else round(float(v), 3) for pu, v in zip(pus, values, strict=True)}
+
+    def fastest(values) -> str:
+        finite = [(v, pu) for pu, v in zip(pus, values, strict=True) if not math.isnan(v)]
+        return min(finite)[1] if finite else ""
+
+    ops = [{"name": n.name, "op_type": n.op_type, "latency_us": lat(prof.op_latency_us[n.index]),
+            "spread": lat(prof.op_spread[n.index]), "fastest": fastest(prof.op_latency_us[n.index])} for n in graph.nodes]
+    groups = []
+    for key, values in sorted(prof.groups.items()):
+        members = prof.op_latency_us[list(key)].sum(axis=0)
+        groups.append({"ops": [graph.nodes[i].name for i in key], "op_types": [graph.nodes[i].op_type for i in key],
+                       "latency_us": lat(values), "sum_us": lat(members)})
+    if args.json:
+        _print_json({"model": graph.name, "platform": problem.platform.name, "pus": list(pus), "source": prof.source,
+                     "host": prof.host, "ops": ops, "groups": groups})
+        return 0
+
+    def cell(v: float | None) -> str:
+        return "—" if v is None else f"{v:,.1f}"
+
+    con = _console()
+    t = Table(title=f"{graph.name} on {problem.platform.name}: op latency (us, {prof.source})")
+    t.add_column("op")
+    t.add_column("type")
+    for pu in pus:
+        t.add_column(pu, justify="right")
+    t.add_column("fastest")
+    for op in ops:
+        t.add_row(op["name"], op["op_type"], *(cell(op["latency_us"][pu]) for pu in pus), op["fastest"])
+    con.print(t)
+    if groups:
+        gt = Table(title="op groups: latency (us) and ratio to the sum of their ops")
+        gt.add_column("ops", overflow="fold")
+        gt.add_column("types")
+        for pu in pus:
+            gt.add_column(pu, justify="right")
+        for g in groups:
+            cells = []
+            for pu in pus:
+                v, s = g["latency_us"][pu], g["sum_us"][pu]
+                cells.append("—" if v is None else f"{v:,.1f} ({v / s:.2f}x)" if s else cell(v))
+            gt.add_row(" > ".join(g["ops"]), "-".join(g["op_types"]), *cells)
+        con.print(gt)
+    totals = ", ".join(f"{pu} {np.nansum(prof.op_latency_us[:, j]):,.0f} us" for j, pu in enumerate(pus))
+    con.print(f"{graph.num_ops} ops, {len(groups)} groups; sum of supported op latencies: {totals}"
+              + (f"; exported to {args.export}" if args.export else ""))
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# run / export
+
+
+def _add_run(sub) -> None:
+    p = sub.add_parser("run", help="execute a saved plan for real (NPUs emulated) and check the outputs",
+                       description="Execute a saved plan: one thread per PU, CPU partitions in ONNX Runtime, NPU "
+                                   "partitions emulated (emulator time, reference tensors). Prints measured beside "
+                                   "simulated times; exits 1 if the outputs differ from the whole-model run.")
+    _add_model_args(p)
+    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
+    _add_problem_args(p)
+    p.add_argument("--repeat", type=int, default=5, help="timed runs; the makespan is their median (default: 5)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random graph inputs")
+    p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
+    p.set_defaults(func=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from partitiontuner.execute import run_plan
+    from partitiontuner.plan import load_plan
+    from partitiontuner.workflow import load_problem
+
+    if args.repeat < 1 or args.warmup < 0:
+        raise ConfigError(f"--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}")
+    problem = load_problem(_spec(args))
+    plan = load_plan(problem, args.plan)
+    res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
+    if args.json:
+        _print_json(res.to_dict())
+        return 0 if res.outputs_match else 1
+    con = _console()
+    t = Table(title=f"{problem.graph.name} on {problem.platform.name}: {plan.method} (us; * = emulated)")
+    for col in ("id", "PU", "ops", "start", "pred.", "time", "pred.", "ratio"):
+        t.add_column(col, justify="left" if col == "PU" else "right")
+    for q in res.partitions:
+        ratio = f"{q.measured_us_median / q.simulated_us:.2f}" if q.simulated_us > 0 else "-"
+        t.add_row(str(q.index), q.device + ("*" if q.emulated else ""), str(len(q.ops)), f"{q.measured_start_us:.1f}",
+                  f"{q.simulated_start_us:.1f}", f"{q.measured_us_median:.1f}", f"{q.simulated_us:.1f}", ratio)
+    con.print(t)
+    con.print(f"makespan: measured [bold]{res.measured_makespan_us:.1f} us[/bold] (median; runs "
+              f"{min(res.makespan_runs_us):.1f}..{max(res.makespan_runs_us):.1f}), simulated "
+              f"[bold]{res.simulated_makespan_us:.1f} us[/bold], measured/simulated {res.ratio:.3f}")
+    verdict = "[green]match[/green]" if res.outputs_match else "[red]DO NOT match[/red]"
+    con.print(f"outputs {verdict} the whole-model ONNX Runtime run (rtol {res.rtol:g}, atol {res.atol:g}; "
+              f"max abs error {res.max_abs_error:.3g})")
+    for note in res.notes:
+        con.print(f"note: {note}")
+    return 0 if res.outputs_match else 1
+
+
+def _add_export(sub) -> None:
+    p = sub.add_parser("export", help="write one ONNX model per partition plus a manifest (for a compiler back end)")
+    _add_model_args(p)
+    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
+    _add_problem_args(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="directory to create (written atomically)")
+    p.add_argument("--force", action="store_true", help="replace DIR if it holds a previous export")
+    p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
+    p.set_defaults(func=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from partitiontuner.export import export_plan
+    from partitiontuner.plan import load_plan
+    from partitiontuner.workflow import load_problem
+
+    problem = load_problem(_spec(args))
+    plan = load_plan(problem, args.plan)
+    res = export_plan(problem, plan, args.out, force=args.force)
+    m = res.manifest
+    if args.json:
+        _print_json({"out": str(res.out_dir), "manifest": str(res.out_dir / "manifest.json"), "files": list(res.files),
+                     "num_partitions": len(res.files), "model": problem.graph.name, "platform": problem.platform.name,
+                     "method": plan.method, "order": m["order"], "predicted_makespan_us": m["predicted_makespan_us"]})
+        return 0
+    con = _console()
+    per_pu = ", ".join(f"{pu} {len(ids)}" for pu, ids in m["order"].items() if ids)
+    con.print(f"exported {len(res.files)} partitions of {problem.graph.name} ({per_pu}) to {res.out_dir}/ "
+              f"with manifest.json and manifest.yaml")
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# train
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train the RL policy with PPO (writes a checkpoint, CSV and TensorBoard logs)",
+                       description="Train the GNN policy with PPO over the training corpus (zoo training split + "
+                                   "generated DAGs). Every training option has a flag here or goes through --set.")
+    p.add_argument("--steps", type=int, default=None, help="environment steps to train for (default 800,000)")
+    p.add_argument("--out", default=None, help="checkpoint path (default runs/ppo/policy.pt; logs next to it)")
+    p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run exactly from its checkpoint")
+    p.add_argument("--seed", type=int, default=None, help="seed of everything (default 1)")
+    p.add_argument("--num-envs", type=int, default=None, help="parallel environments (default 8)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
+    p.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="stop with a checkpoint after MIN minutes")
+    p.add_argument("--val-reference", choices=("baselines", "oracle"), default=None,
+                   help="validation reference: best baseline (default) or the oracle")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other training option (python -m partitiontuner.training.ppo --help lists them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+    _add_debug_alias(p)
+    p.set_defaults(func=_cmd_train)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from partitiontuner.training.checkpoint import load_checkpoint
+    from partitiontuner.training.ppo import args_from, train
+
+    overrides: dict[str, Any] = {}
+    for flag, name in (("steps", "total_timesteps"), ("out", "out"), ("resume", "resume"), ("seed", "seed"),
+                       ("num_envs", "num_envs"), ("threads", "threads"), ("time_limit", "time_limit_min"),
+                       ("val_reference", "val_reference")):
+        if getattr(args, flag) is not None:
+            overrides[name] = getattr(args, flag)
+    for item in args.set:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        overrides[key.strip().replace("-", "_")] = value.strip()
+    overrides["progress"] = not (args.no_progress or args.json)
+    cfg = args_from(overrides)
+    quiet = args.json
+    path = train(cfg, log=(lambda _msg: None) if quiet else (lambda msg: _console().print(msg, soft_wrap=True)),
+                 explicit=[k for k in overrides if k != "progress"])
+    if args.json:
+        ck = load_checkpoint(path)
+        _print_json({"checkpoint": str(path), "global_step": ck.global_step, "iteration": ck.iteration,
+                     "validation": ck.info.get("validation") or {}})
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# evaluate
+
+
+def _add_evaluate(sub) -> None:
+    p = sub.add_parser("evaluate", help="every model x every planner: makespans, paper metrics, ratio to the oracle")
+    p.add_argument("--models", nargs="+", default=None, help="models (default: every built-in model)")
+    p.add_argument("--methods", nargs="+", default=None, help="planners (default: all)")
+    p.add_argument("--platform", default="cpu-npu", help="platform preset or YAML (default: cpu-npu)")
+    p.add_argument("--profiles", default="measure", help="measure (default), fixture, or a profile .json")
+    p.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model, s (default: 600)")
+    p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
+    p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from partitiontuner.agents.registry import METHODS
+    from partitiontuner.evaluate import default_models, evaluate, rows_as_dicts, to_markdown, write_outputs
+
+    models = args.models or default_models()
+    methods = args.methods or list(METHODS)
+    if args.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be > 0, got {args.time_limit}")
+    total = len(models) * len(methods)
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=Console(stderr=True), disable=args.json, transient=True) as progress:
+        task = progress.add_task("evaluating", total=total)
+
+        def step(model: str, method: str) -> None:
+            progress.update(task, advance=1, description=f"{model}: {method}")
+
+        ev = evaluate(models, methods, args.platform, args.profiles, oracle_time_limit_s=args.time_limit,
+                      measure=args.measure, on_step=step)
+    written = write_outputs(ev, args.out)
+    if args.json:
+        _print_json({"platform": ev.platform, "profiles": ev.profiles, "rows": rows_as_dicts(ev),
+                     "files": [str(p) for p in written]})
+        return 0
+    from rich.markdown import Markdown
+
+    _console().print(Markdown(to_markdown(ev)))
+    _console().print(f"wrote {len(written)} files to {args.out}/ (results.csv, results.md, makespan_vs_oracle.png, Gantt charts, plans)")
+    return 0
+
+
+# ---------------------------------------------------------------------------------
 # parser
 
 
@@ -214,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_models, _add_graph]
+_COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -45,11 +45,12 @@ def op_flops(
     input_shapes: Sequence[Shape],
     output_shapes: Sequence[Shape],
 ) -> int:
-    """FLOPs of one op; ``input_shapes`` lists every input (activations and weights)."""
+    """FLOPs of one op; ``input_shapes`` lists every input (activations and weights) in
+    the node's input order, an omitted optional input as ``()``."""
     out = numel(output_shapes[0]) if output_shapes else 0
     x = input_shapes[0] if input_shapes else ()
     if op_type in ("Conv", "ConvInteger", "QLinearConv"):
-        w = input_shapes[1]
+        w = input_shapes[3 if op_type == "QLinearConv" else 1]  # QLinearConv: x, x_scale, x_zp, w, ...
         return 2 * out * numel(w[1:])
     if op_type == "ConvTranspose":
         w = input_shapes[1]  # (C_in, C_out/groups, kH, kW)

@@ -34,6 +34,7 @@ Shape = tuple[int, ...]
 #: per-channel parameters); larger ones only when the ONNX model is rebuilt
 _SMALL_CONST = 65536
 _ELIDED = frozenset({"Identity", "Dropout"})
+_SHAPE_OPS = frozenset({"Shape", "Size"})
 _RANDOM_OPS = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial", "Bernoulli"})
 
 
@@ -288,7 +289,10 @@ def _read_model(path: Path) -> onnx.ModelProto:
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, or worse, on garbage
-        raise GraphLoadError(f"{path} is not a readable ONNX model (truncated or corrupt?): {type(exc).__name__}") from None
+        detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise GraphLoadError(
+            f"{path} is not a readable ONNX model (truncated or corrupt?): {type(exc).__name__}{': ' + detail if detail else ''}"
+        ) from None
     if not model.graph.node:
         raise GraphLoadError(f"{path} is not an ONNX model with a graph (no nodes found)")
     return model
@@ -311,12 +315,35 @@ class _Loader:
     def run(self) -> OpGraph:
         g = self.model.graph
         self._collect_initializers()
-        inputs = self._collect_inputs()
-        nodes = self._fold_constants()
-        nodes = self._elide(nodes, {o.name for o in g.output})
+        graph_outputs = {o.name for o in g.output}
+        declared = {vi.name for vi in g.input}
+        for o in g.output:
+            if o.name in declared and o.name not in self.consts:
+                raise GraphLoadError(f"graph output {o.name!r} is a graph input, not computed by any op")
+        # ONNX files should be sorted, but not all are; folding and inference need it
+        nodes = _toposort(list(g.node), declared | set(self.consts))
         self._check_known_ops(nodes)
+        inputs = self._collect_inputs(nodes, graph_outputs)
+        nodes = self._simplify(inputs, nodes, graph_outputs)
         shapes, dtypes, value_info = self._infer_shapes(inputs, nodes)
         return self._build(inputs, nodes, shapes, dtypes, value_info)
+
+    def _simplify(self, inputs, nodes: list[onnx.NodeProto], graph_outputs: set[str]) -> list[onnx.NodeProto]:
+        """Fold constants, drop unused optional outputs, elide Identity/Dropout; then,
+        while ``Shape``/``Size`` ops read tensors of known static shape, turn them into
+        constants and fold again (dynamic-shape exports compute Reshape targets so)."""
+        for _ in range(64):
+            nodes = self._fold_constants(nodes)
+            nodes = self._strip_unused_outputs(nodes, graph_outputs)
+            nodes = self._elide(nodes, graph_outputs)
+            if not any(n.op_type in _SHAPE_OPS and (n.domain or "") in ("", "ai.onnx") for n in nodes):
+                break
+            shapes = self._partial_shapes(inputs, nodes)
+            rest = [n for n in nodes if not self._fold_shape_op(n, shapes)]
+            if len(rest) == len(nodes):
+                break
+            nodes = rest
+        return nodes
 
     # constants -----------------------------------------------------------------------
     def _collect_initializers(self) -> None:
@@ -326,10 +353,16 @@ class _Loader:
         for init in self.model.graph.sparse_initializer:
             raise GraphLoadError(f"sparse initializer {init.values.name!r} is not supported")
 
-    def _collect_inputs(self) -> list[tuple[str, Shape, int]]:
+    def _collect_inputs(self, nodes: list[onnx.NodeProto], graph_outputs: set[str]) -> list[tuple[str, Shape, int]]:
+        unknown = set(self.input_shapes) - {vi.name for vi in self.model.graph.input if vi.name not in self.consts}
+        if unknown:
+            raise GraphLoadError(f"--input-shape names no graph input: {', '.join(sorted(unknown))}")
+        read = {i for n in nodes for i in n.input} | graph_outputs
         real = []
         for vi in self.model.graph.input:
             if vi.name in self.consts:
+                continue
+            if vi.name not in read:  # unused: no shape needed, and no op will read it
                 continue
             tt = vi.type.tensor_type
             if not vi.type.HasField("tensor_type"):
@@ -350,23 +383,21 @@ class _Loader:
                 dims[0] = self.batch
             if dims is None or any(d is None for d in dims):
                 shown = "?" if dims is None else "x".join("?" if d is None else str(d) for d in dims)
+                example = "1x3x224x224" if dims is None else "x".join("1" if d is None else str(d) for d in dims)
                 raise GraphLoadError(
-                    f"graph input {vi.name!r} has a dynamic shape {shown}; give it with --input-shape {vi.name}=1x3x224x224"
+                    f"graph input {vi.name!r} has a dynamic shape {shown}; give it with --input-shape {vi.name}={example}"
                 )
             if any(d <= 0 for d in dims):
                 raise GraphLoadError(f"input shape of {vi.name!r} must be positive, got {dims}")
             real.append((vi.name, tuple(int(d) for d in dims), tt.elem_type))
-        unknown = set(self.input_shapes) - {r[0] for r in real}
-        if unknown:
-            raise GraphLoadError(f"--input-shape names no graph input: {', '.join(sorted(unknown))}")
         if not real:
             raise GraphLoadError("the model has no (non-constant) graph inputs")
         return real
 
-    def _fold_constants(self) -> list[onnx.NodeProto]:
+    def _fold_constants(self, nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
         """Turn weight-producing nodes into lazy constants; return the nodes that remain."""
         rest = []
-        for node in self.model.graph.node:
+        for node in nodes:
             ins = [i for i in node.input if i]
             if node.op_type == "Constant" or (
                 node.op_type not in _RANDOM_OPS and ins and all(i in self.consts for i in ins)
@@ -378,8 +409,9 @@ class _Loader:
 
     def _add_const_node(self, node: onnx.NodeProto) -> None:
         if node.op_type == "Constant":
-            attr = node.attribute[0]
-            value = _constant_attr_value(attr)
+            if len(node.attribute) != 1:
+                raise GraphLoadError(f"Constant node {node.name or node.output[0]!r} needs exactly one value attribute")
+            value = _constant_attr_value(node.attribute[0])
             self.consts[node.output[0]] = _Const(node.output[0], tuple(value.shape), helper.np_dtype_to_tensor_dtype(value.dtype), lambda v=value: v)
             return
         if node.op_type == "ConstantOfShape" and node.input[0] in self.consts:
@@ -402,12 +434,42 @@ class _Loader:
                 val = np.asarray(val)
                 self.consts[out] = _Const(out, tuple(val.shape), helper.np_dtype_to_tensor_dtype(val.dtype), lambda v=val: v)
 
+    def _strip_unused_outputs(self, nodes: list[onnx.NodeProto], graph_outputs: set[str]) -> list[onnx.NodeProto]:
+        """Blank the optional outputs nothing reads (BatchNormalization's running stats in
+        opset 9, Dropout's mask, MaxPool's indices): they need no shape and no bytes."""
+        used = {i for n in nodes for i in n.input} | graph_outputs
+        out = []
+        for node in nodes:
+            opt = _optional_outputs(node, self.opsets)
+            if any(o and o not in used and k in opt for k, o in enumerate(node.output)):
+                names = [("" if (k in opt and o not in used) else o) for k, o in enumerate(node.output)]
+                while names and not names[-1]:
+                    names.pop()
+                new = onnx.NodeProto()
+                new.CopyFrom(node)
+                del new.output[:]
+                new.output.extend(names)
+                node = new
+            out.append(node)
+        return out
+
+    def _elidable(self, node: onnx.NodeProto, graph_outputs: set[str]) -> bool:
+        if node.op_type not in _ELIDED or (node.domain or "") not in ("", "ai.onnx"):
+            return False
+        outs = [o for o in node.output if o]
+        if len(outs) != 1 or outs[0] != node.output[0] or outs[0] in graph_outputs or node.input[0] in self.consts:
+            return False
+        if node.op_type == "Dropout" and len(node.input) >= 3 and node.input[2]:
+            mode = node.input[2]  # training_mode: only a constant False makes Dropout an identity
+            return mode in self.consts and not bool(np.asarray(self.consts[mode].make()).any())
+        return True
+
     def _elide(self, nodes: list[onnx.NodeProto], graph_outputs: set[str]) -> list[onnx.NodeProto]:
         """Drop Identity and Dropout (inference) by renaming their consumers' inputs."""
         alias: dict[str, str] = {}
         kept = []
         for node in nodes:
-            if node.op_type in _ELIDED and node.output[0] not in graph_outputs and node.input[0] not in self.consts:
+            if self._elidable(node, graph_outputs):
                 alias[node.output[0]] = alias.get(node.input[0], node.input[0])
                 continue
             if alias and any(i in alias for i in node.input):
@@ -421,11 +483,20 @@ class _Loader:
             if domain in ("", "ai.onnx"):
                 if not onnx.defs.has(node.op_type):
                     raise GraphLoadError(f"unknown op type {node.op_type!r} in node {node.name or node.output[0]!r}")
+                opset = self.opsets.get("", self.opsets.get("ai.onnx", 0))
+                try:
+                    onnx.defs.get_schema(node.op_type, opset, "")
+                except onnx.defs.SchemaError:
+                    since = onnx.defs.get_schema(node.op_type).since_version
+                    raise GraphLoadError(
+                        f"op {node.op_type!r} in node {node.name or node.output[0]!r} does not exist in the model's "
+                        f"opset {opset} (it was added in opset {since})"
+                    ) from None
             elif domain != "com.microsoft":
                 raise GraphLoadError(f"op {node.op_type!r} of custom domain {domain!r} in node {node.name or node.output[0]!r} is not supported")
 
     # shapes ------------------------------------------------------------------------------
-    def _infer_shapes(self, inputs, nodes):
+    def _inference_model(self, inputs, nodes: list[onnx.NodeProto]) -> onnx.ModelProto:
         used = dict.fromkeys(i for n in nodes for i in n.input if i in self.consts)
         small, big = [], []
         for c in used:
@@ -443,6 +514,38 @@ class _Loader:
         )
         model = helper.make_model(graph, opset_imports=list(self.model.opset_import))
         model.ir_version = max(self.model.ir_version, 4)
+        return model
+
+    def _partial_shapes(self, inputs, nodes: list[onnx.NodeProto]) -> dict[str, Shape]:
+        """Whatever static shapes lenient inference finds (for folding Shape ops)."""
+        try:
+            inferred = onnx.shape_inference.infer_shapes(self._inference_model(inputs, nodes), data_prop=True)
+        except Exception:
+            inferred = None
+        shapes = {n: s for n, s, _ in inputs}
+        if inferred is not None:
+            shapes.update({k: s for k, (s, _) in _static_shapes(inferred).items()})
+        return shapes
+
+    def _fold_shape_op(self, node: onnx.NodeProto, shapes: dict[str, Shape]) -> bool:
+        """Make a Shape/Size op of a statically shaped tensor a constant; True if done."""
+        if node.op_type not in _SHAPE_OPS or (node.domain or "") not in ("", "ai.onnx") or not node.output[0]:
+            return False
+        src = node.input[0]
+        shape = self.consts[src].shape if src in self.consts else shapes.get(src)
+        if shape is None:
+            return False
+        if node.op_type == "Size":
+            value = np.asarray(math.prod(shape), dtype=np.int64)
+        else:
+            attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+            value = np.asarray(shape[attrs.get("start", 0):attrs.get("end")], dtype=np.int64)
+        out = node.output[0]
+        self.consts[out] = _Const(out, tuple(value.shape), TensorProto.INT64, lambda v=value: v)
+        return True
+
+    def _infer_shapes(self, inputs, nodes):
+        model = self._inference_model(inputs, nodes)
         try:
             inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
         except Exception as exc:
@@ -450,14 +553,9 @@ class _Loader:
             raise GraphLoadError(f"shape inference failed: {msg[:300]}") from None
         shapes: dict[str, Shape] = {n: s for n, s, _ in inputs}
         dtypes: dict[str, int] = {n: t for n, _, t in inputs}
-        for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
-            tt = vi.type.tensor_type
-            if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
-            if all(d >= 0 for d in dims):
-                shapes[vi.name] = tuple(dims)
-                dtypes[vi.name] = tt.elem_type
+        for name, (shape, dtype) in _static_shapes(inferred).items():
+            shapes[name] = shape
+            dtypes[name] = dtype
         for node in nodes:
             for o in node.output:
                 if o and o not in shapes:
@@ -493,7 +591,8 @@ class _Loader:
             weights = [i for i in node.input if i and i in self.consts]
             outs = [o for o in node.output if o]
             attrs = {a.name: _attr_value(a) for a in node.attribute}
-            all_in_shapes = [shapes[i] if i in shapes else self.consts[i].shape for i in node.input if i]
+            # positional: an omitted optional input ("") keeps its slot with shape ()
+            all_in_shapes = [(shapes[i] if i in shapes else self.consts[i].shape) if i else () for i in node.input]
             out_shapes = [shapes[o] for o in outs]
             w_bytes = sum(_const_bytes(self.consts[w]) for w in dict.fromkeys(weights))
             a_bytes = sum(info(a).size_bytes for a in acts)
@@ -550,6 +649,30 @@ class _Loader:
 
 # ---------------------------------------------------------------------------------
 # helpers
+
+
+def _static_shapes(inferred: onnx.ModelProto) -> dict[str, tuple[Shape, int]]:
+    """Tensor name -> (shape, elem type) for every fully static tensor that inference found."""
+    out = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        tt = vi.type.tensor_type
+        if not vi.type.HasField("tensor_type") or not tt.HasField("shape"):
+            continue
+        dims = [d.dim_value if d.HasField("dim_value") else -1 for d in tt.shape.dim]
+        if all(d >= 0 for d in dims):
+            out[vi.name] = (tuple(dims), tt.elem_type)
+    return out
+
+
+def _optional_outputs(node: onnx.NodeProto, opsets: Mapping[str, int]) -> frozenset[int]:
+    """Positions of the node's outputs its schema declares optional (none if unknown)."""
+    domain = node.domain or ""
+    try:
+        schema = onnx.defs.get_schema(node.op_type, opsets.get(domain, opsets.get("ai.onnx", 1)), domain)
+    except Exception:  # unknown op or domain: reported later with a clear message
+        return frozenset()
+    opt = onnx.defs.OpSchema.FormalParameterOption.Optional
+    return frozenset(k for k, p in enumerate(schema.outputs) if p.option == opt and k < len(node.output))
 
 
 def _lazy(fn):

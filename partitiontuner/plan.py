@@ -169,7 +169,7 @@ def validate_plan(problem: Problem, plan: Plan, *, check_constraints: bool = Tru
         if not p.ops:
             raise InfeasiblePlanError(f"partition {i} is empty")
     owner = _owner(g, [p.ops for p in plan.partitions])
-    for i, p in enumerate(plan.partitions):
+    for p in plan.partitions:
         j = names.index(p.device)
         for v in p.ops:
             if not problem.supported[v, j]:
@@ -208,7 +208,7 @@ def _check_convex(g: OpGraph, ops: tuple[int, ...], owner: list[int], i: int) ->
 def check_plan_constraints(problem: Problem, plan: Plan) -> None:
     """Pins, forbids, partition limits and memory capacities."""
     g, c, names = problem.graph, problem.constraints, problem.pus
-    for i, p in enumerate(plan.partitions):
+    for p in plan.partitions:
         j = names.index(p.device)
         for v in p.ops:
             if not problem.allowed[v, j]:

@@ -7,6 +7,7 @@ overheads) are built here once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -14,6 +15,7 @@ import numpy as np
 
 from partitiontuner.constraints import Constraints, PlacementMask
 from partitiontuner.errors import InfeasiblePlanError
+from partitiontuner.fusion import FusionTable
 from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.profiles import Profiles
@@ -28,6 +30,7 @@ class Problem:
 
     def __post_init__(self) -> None:
         self.profiles.check_matches(self.graph, self.platform)
+        self.fusion  # noqa: B018 - validates that profiled groups are chain runs
         bad = np.flatnonzero(~self.allowed.any(axis=1))
         if len(bad):
             i = int(bad[0])
@@ -123,15 +126,21 @@ class Problem:
             return 0.0
         return float(self.link_latency[src, dst] + size_bytes * self.link_us_per_byte[src, dst])
 
-    def partition_time(self, ops: frozenset[int] | set[int] | tuple[int, ...], pu: int) -> float:
-        """Work time of a partition on ``pu`` (no dispatch overhead): its profiled group
-        time if this exact op set was profiled, else the sum of its ops, whichever is
-        smaller (a runtime can always run a group's ops one by one)."""
+    @cached_property
+    def fusion(self) -> FusionTable:
+        """Savings of the profiled groups (see :mod:`partitiontuner.fusion`)."""
+        return FusionTable(self.graph, self.op_time, self.group_time)
+
+    def partition_time(self, ops: Iterable[int], pu: int) -> float:
+        """Work time of a partition on ``pu`` (no dispatch overhead): the sum of its ops'
+        times minus the best fusion saving, i.e. the cheapest cover of its ops by
+        profiled groups (run fused) and single ops. A partition that is exactly a
+        profiled group lasts min(group time, sum of its ops); one with no profiled group
+        inside lasts the sum of its ops."""
+        ops = list(ops)
         total = float(sum(self.op_time[i, pu] for i in ops))
-        key = ops if isinstance(ops, frozenset) else frozenset(ops)
-        g = self.group_time.get(key)
-        if g is not None and g[pu] < total:
-            return float(g[pu])
+        if len(ops) > 1:
+            total -= self.fusion.saving(ops, pu)
         return total
 
     # --- memory --------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 
 Semantics (DESIGN.md step 5). A partition starts when its PU is free (its turn in that
 PU's order has come) and all its input tensors have arrived. It lasts its work time
-(:meth:`Problem.partition_time`: the profiled group time if this exact op set was
-profiled, else the sum of its ops' times, whichever is smaller) plus the PU's dispatch
-overhead. Its outputs exist only when it completes. A tensor produced on PU ``q`` and
+(:meth:`Problem.partition_time`: the sum of its ops' times minus the fusion saving of
+the profiled groups it contains, i.e. the cheapest cover of its ops by fused groups
+and single ops) plus the PU's dispatch overhead. Its outputs exist only when it completes. A tensor produced on PU ``q`` and
 read on PU ``p != q`` arrives ``latency(q, p) + bytes / bandwidth(q, p)`` after its
 producer ends; transfers never contend with each other nor occupy a PU, so a tensor
 read by several partitions on the same PU crosses once. Graph inputs are on the host
@@ -112,7 +112,7 @@ class Simulator:
             v = g.output_producers[t.name]
             out_bytes[v] = max(out_bytes[v], t.size_bytes)
         self.output_bytes = out_bytes
-        self.groups: dict[frozenset[int], list[float]] = {k: v.tolist() for k, v in problem.group_time.items()}
+        self.fusion = problem.fusion
 
     def transfer(self, src: int, dst: int, size_bytes: float) -> float:
         if src == dst:
@@ -125,10 +125,8 @@ class Simulator:
         total = 0.0
         for v in ops:
             total += ot[v][pu]
-        if len(ops) > 1 and self.groups:
-            g = self.groups.get(frozenset(ops))
-            if g is not None and g[pu] < total:
-                return g[pu]
+        if len(ops) > 1:
+            total -= self.fusion.saving(ops, pu)
         return total
 
     def run(self, parts: Sequence[Sequence[int]], pus: Sequence[int]) -> tuple[float, list[float], list[float]]:

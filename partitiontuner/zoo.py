@@ -142,7 +142,7 @@ ZOO: Mapping[str, ZooModel] = {
         ZooModel("resnet18", "ResNet-18 (built in code)", True, resnet18_model),
         ZooModel("resnet50", "ResNet-50", True, _light("resnet50")),
         ZooModel("resnext50", "ResNeXt-50 32x4d (built in code)", True, resnext50_model),
-        ZooModel("squeezenet", "SqueezeNet 1.0", True, _light("squeezenet")),
+        ZooModel("squeezenet", "SqueezeNet 1.1 (ONNX zoo squeezenet)", True, _light("squeezenet")),
         ZooModel("inception_v2", "Inception v2 (BN-Inception)", False, _light("inception_v2")),
         ZooModel("vgg19", "VGG-19", False, _light("vgg19")),
         ZooModel("densenet121", "DenseNet-121", False, _light("densenet121")),

@@ -1,0 +1,628 @@
+"""The oracle: the exact optimum over the whole plan space, under the simulator's costs.
+
+Plan space: every partition of the ops into convex sets (connected or not), an
+allowed PU for each, and any run order per PU that respects the data dependencies;
+cost = the simulator's makespan. :mod:`partitiontuner.agents.oracle_model` solves one
+*block* of ops exactly with CP-SAT; this module splits the graph into blocks at cut
+vertices and joins the block optima with a dynamic program.
+
+Why the decomposition is exact. Let ``c`` be a cut vertex (every op before it is an
+ancestor, every op after it a descendant, and no edge, graph input or graph output
+jumps over it; :func:`verified_cut_vertices` checks the first two, which an op without
+inputs could break) and ``S`` the partition holding it. Every other partition lies
+entirely before or after ``c`` and runs entirely before or after ``S`` (convexity), so
+nothing else runs while ``S`` runs and the makespan splits into phases. ``S`` is
+``B + core + A``: ``core`` the cut vertices ``c_f..c_l`` it holds and every op
+between them (the whole gaps between them: convexity), ``B`` a successor-closed set of
+the gap before ``c_f``, ``A`` a predecessor-closed set of the gap after ``c_l``.
+
+Fusion (:mod:`partitiontuner.fusion`): a partition's work is the sum of its ops' times
+minus the best total saving of disjoint profiled groups inside it; groups are runs of
+2-3 consecutive ops of one sequential branch. Lemma: such a run never joins a cut
+vertex to a gap op. A link ``u -> v`` of a sequential branch means ``v`` is ``u``'s
+only consumer and ``u`` is ``v``'s only producer (``u`` writes no graph output, ``v``
+reads no graph input). If ``u = c`` is a cut vertex, every later op descends from
+``c``, so from ``v``: hence ``v = c + 1``, and no edge, input or output jumps over
+``v`` (it would jump over ``c`` or be the link itself), so ``v`` is a cut vertex;
+symmetrically ``v = c`` makes ``u = c - 1`` one. A link between two gap ops is an edge,
+so it does not jump over a cut vertex. So every group lies inside one gap or consists
+of consecutive cut vertices (with empty gaps between them). The oracle checks this
+rather than assuming it: it decomposes only at the cut vertices ``K`` for which every
+group with a saving lies inside one gap of ``K`` or inside ``K``
+(:func:`decomposition_cut_vertices`, a fixpoint; by the lemma ``K`` is every verified
+cut vertex).
+
+Accounting. Charge ``t(B)`` to the block before ``S`` and ``t(A)`` to the block after
+it, each its summed op times minus the groups fused inside it (chosen by the block
+model), and charge ``S``'s dispatch overhead, each interior gap ``g`` at
+``sum(g) - best_saving(g)`` and each cut vertex its op time, or a group of cut
+vertices at its group time, in the dynamic program. The makespan is then
+
+    sum over blocks of block_cost(PU on the left, PU on the right)
+    + sum over cut partitions of (dispatch overhead + core time),
+
+where ``block_cost`` (:class:`~partitiontuner.agents.oracle_model.BlockModel`) is
+the time from the end of the left partition's core to the start of the right one,
+plus ``t(A)`` and ``t(B)``, minimised over ``A``, ``B``, the fused groups and the
+block's own partitions. The dynamic program runs over the cut vertices; its states
+are ``("open", i, q, X)`` (a cut partition on ``q`` holds cut ``i`` and may merge into
+cut ``i + 1``; ``X`` = the later cut vertices already in a group fused at an earlier
+cut vertex) and ``("closed", i, q)`` (it ended at cut ``i``; needs ``X`` empty). A cut
+partition starts at cut ``i`` with cut ``i`` unfused or with a group of cut vertices
+starting there; a merge into cut ``i + 1`` adds the gap before it and either finds
+``c_{i+1}`` in ``X`` (already paid) or leaves it unfused or starts a group there that
+avoids ``X``.
+
+Exactness. (Value >= makespan.) On every path the groups credited to a cut
+partition are disjoint and lie inside it (interior-gap groups avoid the other ops by
+the lemma; cut-vertex groups avoid each other through ``X``; ``A``/``B`` groups are
+block ops and the block model keeps them disjoint), so each partition's charged work is
+at least its true work; each block's solution is a timed schedule valid for its run
+orders, so the simulator, which starts everything as early as those orders allow, gives
+a makespan at most the path's value. (Optimum >= value.) Take an optimal plan and for
+each cut partition a best disjoint cover. Each of its groups lies in ``B``, in ``A``,
+in an interior gap or among ``S``'s cut vertices (lemma). The path that starts, merges
+and closes as the plan does and starts, at each cut vertex, the cover's group that
+starts there (if any) is a valid path; its interior-gap charges are at most the
+cover's (``best_saving`` is the maximum), and each block's optimum is at most the
+plan's restriction to that block with the cover's groups in ``A`` and ``B``. So the
+shortest path equals the optimum (up to the time rounding of
+:mod:`partitiontuner.agents.oracle_model`).
+
+Global constraints (``max_partitions``, ``min_partition_ops``, memory capacities)
+do not decompose. Then the oracle first solves the relaxation (pins and forbids
+only) by decomposition: if its plan satisfies the constraints it is optimal;
+otherwise one CP-SAT model of the whole graph with the constraints is solved, with
+the relaxation's optimum as lower bound, started from the best quick plan that
+satisfies them (over single ops up to :data:`EXACT_MAX_OPS` ops; above that over
+coarser units, the relaxed partitions cut into runs of consecutive ops, which gives a
+valid plan but proves optimality only if it reaches the lower bound). With global
+constraints the relaxation gets half of the time limit.
+
+Time limit: a budget shared by the block solves (smallest first, ``workers`` at a
+time, each its share of what is left; unproven blocks get a second chance with the
+leftover time; a block with no time left gets a quick fallback solution, so a plan
+always comes back). A block that was not proven contributes its best bound to the
+lower bound; ``proven_optimal`` holds when the dynamic program over lower bounds
+meets its value.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+from partitiontuner.agents.base import Planner
+from partitiontuner.agents.oracle_model import (
+    TIME_UNIT_US,
+    BlockModel,
+    BlockResult,
+    Boundary,
+    GlobalLimits,
+    IntTables,
+    rounding_error_us,
+)
+from partitiontuner.branches import cut_vertices
+from partitiontuner.errors import ConfigError, InfeasiblePlanError
+from partitiontuner.plan import Plan, check_plan_constraints, make_plan, validate_plan
+from partitiontuner.problem import Problem
+from partitiontuner.simulate import Simulator
+
+#: whole-graph constrained models over single ops up to this many ops (else units)
+EXACT_MAX_OPS = 60
+#: about how many units the whole-graph constrained model uses above EXACT_MAX_OPS
+CHUNKS = 40
+#: below this share of the budget a block gets a quick fallback solution, no search
+MIN_SOLVE_S = 0.1
+
+
+def verified_cut_vertices(problem: Problem) -> tuple[int, ...]:
+    """Cut vertices (:func:`partitiontuner.branches.cut_vertices`) at which the graph
+    really splits: every earlier op is an ancestor and every later op a descendant
+    (an op with no inputs at all could otherwise run beside the cut vertex)."""
+    g = problem.graph
+    n = g.num_ops
+    anc = [0] * n
+    for v in range(n):
+        for u in g.preds[v]:
+            anc[v] |= anc[u] | (1 << u)
+    desc = [0] * n
+    for v in reversed(range(n)):
+        for w in g.succs[v]:
+            desc[v] |= desc[w] | (1 << w)
+    out = []
+    for c in cut_vertices(g):
+        before = (1 << c) - 1
+        after = ((1 << n) - 1) ^ ((1 << (c + 1)) - 1)
+        if anc[c] == before and desc[c] == after:
+            out.append(c)
+    return tuple(out)
+
+
+def decomposition_cut_vertices(cuts: Sequence[int], groups: Iterable[frozenset[int]]) -> tuple[int, ...]:
+    """The cut vertices the oracle decomposes at: the largest subset ``K`` of ``cuts``
+    such that every profiled group (with a saving) lies inside one gap of ``K`` or
+    inside ``K``, found by dropping the cut vertices a group crosses until none is left
+    to drop. For groups that are runs of sequential branches this is all of ``cuts``
+    (the lemma in the module docstring); the check keeps the decomposition exact even
+    if groups were ever defined otherwise (dropping a cut vertex only merges blocks)."""
+    kept = set(cuts)
+    groups = [frozenset(g) for g in groups]
+    changed = True
+    while changed:
+        changed = False
+        for ops in groups:
+            if ops <= kept:
+                continue
+            lo, hi = min(ops), max(ops)
+            crossed = {c for c in kept if lo <= c <= hi}
+            if crossed:
+                kept -= crossed
+                changed = True
+    return tuple(sorted(kept))
+
+
+def _state_key(state: tuple) -> tuple:
+    """A sort key for DP states (their fused-ahead sets are frozensets)."""
+    return tuple(sorted(x) if isinstance(x, frozenset) else x for x in state)
+
+
+@dataclass
+class _BlockRef:
+    """A block solve: the ops (as units) and the result (shared between equal blocks)."""
+
+    units: list[tuple[int, ...]]
+    model: BlockModel
+    result: BlockResult | None = None
+
+    @property
+    def value(self) -> float:
+        return math.inf if self.result is None or self.result.value is None else self.result.value
+
+    @property
+    def bound(self) -> float:
+        return math.inf if self.result is None else self.result.bound
+
+
+class _Transition(NamedTuple):
+    """A DP edge: ``cost`` (units) plus the block's value, if it crosses a block;
+    ``action`` says what it does to the cut partitions: ("start", i, q, group),
+    ("merge", i, q, group) (``group``: the profiled group of cut vertices fused from cut
+    ``i`` on, or ``None``), ("close", i, q), ("sink",)."""
+
+    src: Any
+    dst: Any
+    block: _BlockRef | None
+    cost: int
+    action: tuple
+
+
+@dataclass
+class _Search:
+    """State of one :meth:`OraclePlanner.plan` call."""
+
+    problem: Problem
+    tab: IntTables
+    deadline: float
+    workers: int
+    cache: dict[tuple, list[_BlockRef]] = field(default_factory=dict)
+    solves: int = 0
+    cache_hits: int = 0
+
+    def remaining(self) -> float:
+        return self.deadline - time.perf_counter()
+
+
+class OraclePlanner(Planner):
+    """Exact optimum over the full plan space (see the module docstring).
+
+    Args:
+        time_limit_s: total search budget in seconds (``None``: no limit). When it
+            runs out, the best plan found is returned with ``proven_optimal`` false.
+        workers: threads: blocks are solved ``workers`` at a time with one CP-SAT
+            worker each (faster than several workers on one small model, measured);
+            a whole-graph model gets ``workers`` CP-SAT workers.
+
+    ``plan.info``: ``proven_optimal``; ``lower_bound_us`` (a true lower bound on the
+    optimal simulated makespan, rounding included); ``gap`` = (makespan - lower
+    bound) / makespan (about 1e-6 when proven: the time rounding);
+    ``makespan_us`` (simulated); ``blocks`` (ops per block: gap plus closing cut
+    vertex; ``[num_ops]`` without cut vertices); ``cut_vertices`` (the ones decomposed
+    at); ``mode`` (``decomposition``, ``whole-graph``, or ``constrained`` when the
+    global constraints needed the whole-graph model); ``cut_groups`` (profiled groups
+    of cut vertices fused in the plan's cut partitions); ``block_solves`` and ``cache_hits``
+    (CP-SAT solves, and blocks equal to one already solved); ``solve_time_s``;
+    ``time_unit_us`` and ``rounding_error_us`` (see
+    :mod:`partitiontuner.agents.oracle_model`).
+    """
+
+    name = "oracle"
+
+    def __init__(self, time_limit_s: float | None = 600.0, workers: int = 2):
+        if time_limit_s is not None and not time_limit_s > 0:
+            raise ConfigError(f"oracle time limit must be > 0 seconds, got {time_limit_s}")
+        if workers < 1:
+            raise ConfigError(f"oracle workers must be >= 1, got {workers}")
+        self.time_limit_s = time_limit_s
+        self.workers = workers
+
+    def __repr__(self) -> str:
+        return f"OraclePlanner(time_limit_s={self.time_limit_s}, workers={self.workers})"
+
+    # --- entry point ----------------------------------------------------------------------
+    def plan(self, problem: Problem) -> Plan:
+        """The optimal plan (or the best found within the time limit), see the class.
+
+        Raises:
+            InfeasiblePlanError: no plan satisfies the problem's constraints.
+        """
+        t0 = time.perf_counter()
+        budget = self.time_limit_s if self.time_limit_s is not None else 1e9
+        tab = IntTables.build(problem)
+        sim = Simulator(problem)
+        err = rounding_error_us(problem.num_ops)
+        constrained = not problem.is_unconstrained
+        search = _Search(problem, tab, t0 + (budget / 2 if constrained else budget), self.workers)
+        parts, value, bound, blocks, ncuts, fused = self._decompose(search)
+        relaxed_lb = bound
+        mode = "decomposition" if len(blocks) > 1 else "whole-graph"
+        plan = make_plan(problem, parts, self.name)
+        if constrained:
+            try:
+                check_plan_constraints(problem, plan)
+            except InfeasiblePlanError:
+                search.deadline = t0 + budget
+                parts, value, bound = self._constrained(search, parts, relaxed_lb, sim)
+                mode = "constrained"
+                plan = make_plan(problem, parts, self.name)
+        validate_plan(problem, plan)
+        makespan = sim.plan_makespan(plan)
+        proven = value is not None and bound >= value
+        lb_us = max(0.0, min(makespan, tab.to_us(bound) - err))
+        info: dict[str, Any] = {
+            "proven_optimal": proven,
+            "lower_bound_us": lb_us,
+            "gap": max(0.0, (makespan - lb_us) / makespan) if makespan > 0 else 0.0,
+            "makespan_us": makespan,
+            "blocks": blocks,
+            "solve_time_s": time.perf_counter() - t0,
+            "mode": mode,
+            "cut_vertices": ncuts,
+            "cut_groups": fused if mode != "constrained" else 0,
+            "block_solves": search.solves,
+            "cache_hits": search.cache_hits,
+            "time_unit_us": TIME_UNIT_US,
+            "rounding_error_us": err,
+        }
+        return make_plan(problem, [(p.ops, p.device) for p in plan.partitions], self.name, info)
+
+    # --- decomposition -----------------------------------------------------------------------
+    def _decompose(self, s: _Search) -> tuple[list[tuple[list[int], int]], int, int, list[int], int, int]:
+        """Optimum of the problem without global constraints: ``(partitions in
+        sequence, value, lower bound, ops per block, cut vertices, fused groups of cut
+        vertices)``; value and bound in units."""
+        problem, tab = s.problem, s.tab
+        n, P = problem.num_ops, problem.num_pus
+        cuts = decomposition_cut_vertices(verified_cut_vertices(problem), tab.savings)
+        if not cuts:
+            ref = self._block(s, list(range(n)), None, None)
+            self._solve_all(s)
+            r = ref.result
+            parts = [([op for u in units for op in ref.units[u]], pu) for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0]))]
+            if r.value is None:
+                raise InfeasiblePlanError("the oracle found no plan within its time limit")
+            return parts, r.value, r.bound, [n], 0, 0
+        m = len(cuts)
+        bounds = [-1, *cuts, n]
+        gaps = [list(range(bounds[i] + 1, bounds[i + 1])) for i in range(m + 1)]  # gaps[i] before cuts[i]; gaps[m] the tail
+        blocks = [len(gaps[i]) + 1 for i in range(m)] + ([len(gaps[m])] if gaps[m] else [])
+        ovh = tab.overhead
+        index = {c: i for i, c in enumerate(cuts)}
+        # fusable groups of cut vertices by their first cut vertex and PU: (group, later
+        # cut vertices in it, its work on the PU)
+        starting: dict[tuple[int, int], list[tuple[frozenset[int], frozenset[int], int]]] = {}
+        for ops, saving in tab.savings.items():
+            if not ops <= index.keys():
+                continue
+            first = min(ops)
+            for q in range(P):
+                if saving[q] > 0:
+                    starting.setdefault((index[first], q), []).append((ops, ops - {first}, tab.sum_time(ops, q) - saving[q]))
+        for options in starting.values():
+            options.sort(key=lambda o: sorted(o[0]))
+
+        def boundary(i: int, q: int) -> Boundary:
+            return Boundary(q, frozenset({cuts[i]}), True)
+
+        # DP nodes: "source", "sink", ("open", i, q, X), ("closed", i, q); see the module
+        # docstring. Edges are listed in a topological order of the nodes.
+        edges: list[_Transition] = []
+        opened: list[set] = [set() for _ in range(m)]
+        closed: list[set] = [set() for _ in range(m)]
+        for i in range(m):
+            c = cuts[i]
+            # a cut partition starts at cut i
+            for lstate in (["source"] if i == 0 else sorted(closed[i - 1])):
+                left = None if lstate == "source" else boundary(i - 1, lstate[2])
+                for q in range(P):
+                    tq = tab.time[c][q]
+                    if tq is None:
+                        continue
+                    ref = self._block(s, gaps[i], left, boundary(i, q))
+                    for group, ahead, work in [(None, frozenset(), tq), *starting.get((i, q), [])]:
+                        dst = ("open", i, q, ahead)
+                        edges.append(_Transition(lstate, dst, ref, ovh[q] + work, ("start", i, q, group)))
+                        opened[i].add(dst)
+            # an open cut partition merges into cut i: the gap before it (its best
+            # fusion), then cut i already fused, unfused, or starting a group
+            if i > 0:
+                for src in sorted(opened[i - 1], key=_state_key):
+                    _, _, q, ahead = src
+                    inner = tab.work(gaps[i], q)
+                    if inner is None:
+                        continue
+                    if c in ahead:
+                        options = [(None, ahead - {c}, 0)]
+                    elif tab.time[c][q] is None:
+                        continue
+                    else:
+                        options = [(None, ahead, tab.time[c][q])]
+                        options += [(g, ahead | rest, w) for g, rest, w in starting.get((i, q), []) if not g & ahead]
+                    for group, nxt, work in options:
+                        dst = ("open", i, q, nxt)
+                        edges.append(_Transition(src, dst, None, inner + work, ("merge", i, q, group)))
+                        opened[i].add(dst)
+            # or it ends at cut i (no fused group may reach past it)
+            for src in sorted(opened[i], key=_state_key):
+                _, _, q, ahead = src
+                if not ahead:
+                    dst = ("closed", i, q)
+                    edges.append(_Transition(src, dst, None, 0, ("close", i, q)))
+                    closed[i].add(dst)
+        for lstate in sorted(closed[m - 1]):
+            ref = self._block(s, gaps[m], boundary(m - 1, lstate[2]), None)
+            edges.append(_Transition(lstate, "sink", ref, 0, ("sink",)))
+
+        self._solve_all(s)
+
+        def shortest(use_bound: bool) -> tuple[float, dict]:
+            dist: dict = {"source": 0}
+            via: dict = {}
+            for e in edges:
+                if e.src not in dist:
+                    continue
+                w = 0 if e.block is None else (e.block.bound if use_bound else e.block.value)
+                d = dist[e.src] + w + e.cost
+                if d < dist.get(e.dst, math.inf):
+                    dist[e.dst] = d
+                    via[e.dst] = e
+            return dist.get("sink", math.inf), via
+
+        lower, _ = shortest(True)
+        value, via = shortest(False)
+        if not math.isfinite(value):
+            raise InfeasiblePlanError("the oracle found no plan (a block had no solution within the time limit)")
+        path = []
+        node = "sink"
+        while node != "source":
+            e = via[node]
+            path.append(e)
+            node = e.src
+        path.reverse()
+        parts = self._assemble(path, cuts, gaps)
+        fused = sum(1 for e in path if e.action[0] in ("start", "merge") and e.action[3] is not None)
+        return parts, int(value), int(min(lower, value)), blocks, m, fused
+
+    def _assemble(self, path: list[_Transition], cuts: tuple[int, ...], gaps: list[list[int]]) -> list[tuple[list[int], int]]:
+        """Partitions in an execution sequence from a DP path."""
+        sequence: list[tuple[list[int], int]] = []
+        current: list[int] | None = None  # ops of the open cut partition
+        for _src, _dst, ref, _cost, action in path:
+            grown_right: list[int] = []
+            if ref is not None:
+                r = ref.result
+                for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0])):
+                    sequence.append(([op for u in units for op in ref.units[u]], pu))
+                grown_left = [op for u in r.grown_left for op in ref.units[u]]
+                grown_right = [op for u in r.grown_right for op in ref.units[u]]
+                if grown_left:
+                    assert current is not None
+                    current.extend(grown_left)
+            kind = action[0]
+            if kind == "start":
+                _, i, q, _group = action
+                current = [*grown_right, cuts[i]]
+                sequence.append((current, q))
+            elif kind == "merge":
+                _, i, _q, _group = action
+                assert current is not None
+                current.extend([*gaps[i], cuts[i]])
+        # the sequence lists each block's partitions before the cut partition after it,
+        # and cut partitions in order: a valid execution sequence
+        return [(sorted(ops), pu) for ops, pu in sequence]
+
+    # --- block solves --------------------------------------------------------------------------
+    def _block(self, s: _Search, ops: Sequence[int], left: Boundary | None, right: Boundary | None) -> _BlockRef:
+        units = [(v,) for v in ops]
+        model = BlockModel(s.tab, units, left, right)
+        ref = _BlockRef(units, model)
+        refs = s.cache.setdefault(model.key(), [])
+        refs.append(ref)
+        return ref
+
+    def _solve_all(self, s: _Search) -> None:
+        """Solve every distinct block once, smallest first, sharing the time budget."""
+        pending = sorted(s.cache.values(), key=lambda refs: len(refs[0].units))
+        self._solve_round(s, pending)
+        unproven = [refs for refs in pending if not refs[0].result.proven]
+        if unproven and s.remaining() > MIN_SOLVE_S:
+            self._solve_round(s, unproven, second=True)
+        for refs in pending:
+            for ref in refs[1:]:
+                ref.result = refs[0].result
+            if refs[0].units:
+                s.cache_hits += len(refs) - 1
+
+    def _solve_round(self, s: _Search, pending: list[list[_BlockRef]], second: bool = False) -> None:
+        """Solve the heads of ``pending`` on ``s.workers`` threads (CP-SAT releases the
+        GIL; one CP-SAT worker per block is faster than several on these small
+        models). Each solve gets its weight's share of the time left."""
+        todo = [refs[0] for refs in pending]
+        for head in todo:
+            if not head.units:
+                head.result = head.model.solve(0, 1)
+        todo = [h for h in todo if h.units]
+        weights = {id(h): max(1, len(h.units)) ** 2 for h in todo}
+        state = {"weight": float(sum(weights.values()))}
+        lock = threading.Lock()
+
+        def limit_for(head: _BlockRef) -> float:
+            with lock:
+                w = weights[id(head)]
+                share = s.remaining() * min(1.0, s.workers * w / state["weight"])
+                state["weight"] -= w
+            return max(MIN_SOLVE_S, share)
+
+        def run(head: _BlockRef) -> tuple[_BlockRef, BlockResult, int]:
+            limit = limit_for(head) if s.remaining() >= MIN_SOLVE_S else 0.0
+            hint = None
+            if second and head.result is not None and head.result.value is not None:
+                hint = [([op for u in units for op in head.units[u]], pu) for units, pu, _ in head.result.slots]
+            left, right = head.model.left, head.model.right
+            res, count = None, 0
+            if limit >= MIN_SOLVE_S:
+                res = BlockModel(s.tab, head.units, left, right).solve(limit, 1, hint)
+                count += 1
+            if res is None or (res.value is None and not res.infeasible):
+                # no time, or no solution yet: a quick feasible one keeps the DP going
+                fb = BlockModel(s.tab, head.units, left, right).fallback()
+                fb.bound = res.bound if res is not None else 0
+                res = fb
+            return head, res, count
+
+        if s.workers > 1 and len(todo) > 1:
+            with ThreadPoolExecutor(max_workers=s.workers) as pool:
+                results = list(pool.map(run, todo))
+        else:
+            results = [run(h) for h in todo]
+        for head, res, count in results:
+            s.solves += count
+            old = head.result
+            if old is None or (res.value is not None and (old.value is None or res.value <= old.value)):
+                if old is not None:
+                    res.bound = max(res.bound, old.bound)
+                head.result = res
+            else:
+                old.bound = max(old.bound, res.bound)
+
+    # --- global constraints ------------------------------------------------------------------------
+    def _constrained(self, s: _Search, relaxed: list[tuple[list[int], int]], relaxed_lb: int, sim: Simulator) -> tuple[list[tuple[list[int], int]], int | None, int]:
+        """One whole-graph model with the global constraints: ``(partitions, value or
+        None if an incumbent is returned, lower bound)``."""
+        problem, tab = s.problem, s.tab
+        n = problem.num_ops
+        c = problem.constraints
+        limits = GlobalLimits(c.max_partitions, c.min_partition_ops if (c.min_partition_ops or 1) > 1 else None, problem.has_memory_limits)
+        incumbents = self._incumbents(problem, relaxed, sim)
+        exact = n <= EXACT_MAX_OPS
+        units = [(v,) for v in range(n)] if exact else self._coarse_units(problem, relaxed)
+        unit_of = {v: i for i, u in enumerate(units) for v in u}
+        expressible = [
+            parts for parts, _ in incumbents
+            if all(sum(len(units[u]) for u in {unit_of[v] for v in ops}) == len(ops) for ops, _ in parts)
+        ]
+        model = BlockModel(tab, units, None, None, limits)
+        res = model.solve(max(MIN_SOLVE_S, s.remaining()), s.workers, expressible[0] if expressible else None, relaxed_lb)
+        s.solves += 1
+        best = incumbents[0] if incumbents else None
+        if res.value is not None:
+            parts = [([op for u in us for op in units[u]], pu) for us, pu, _ in sorted(res.slots, key=lambda x: (x[2], x[0]))]
+            bound = max(relaxed_lb, res.bound) if exact else relaxed_lb
+            if res.value <= relaxed_lb:
+                bound = res.value
+            found = sim.plan_makespan(make_plan(problem, parts, self.name))
+            if best is not None and best[1] < found - rounding_error_us(n):
+                return best[0], None, bound
+            return parts, res.value, bound
+        if res.infeasible and exact:
+            raise InfeasiblePlanError(f"no plan satisfies the constraints ({self._describe(problem)})")
+        if best is not None:
+            return best[0], None, relaxed_lb
+        raise InfeasiblePlanError(f"the oracle found no plan satisfying the constraints ({self._describe(problem)}) within its time limit")
+
+    def _incumbents(self, problem: Problem, relaxed: list[tuple[list[int], int]], sim: Simulator) -> list[tuple[list[tuple[list[int], int]], float]]:
+        """Quick plans that satisfy the constraints, best first: the relaxed optimum
+        repaired by :mod:`partitiontuner.agents.repair` (if that module is there) and
+        one partition on one PU."""
+        options = []
+        try:
+            from partitiontuner.agents.repair import repair
+
+            options.append([(list(ops), int(p)) for ops, p in repair(problem, relaxed, sim)])
+        except (ImportError, InfeasiblePlanError):
+            pass
+        ops = list(range(problem.num_ops))
+        options += [[(ops, p)] for p in range(problem.num_pus) if problem.allowed[:, p].all()]
+        out = []
+        for parts in options:
+            plan = make_plan(problem, parts, self.name)
+            try:
+                validate_plan(problem, plan)
+            except InfeasiblePlanError:
+                continue
+            out.append((parts, sim.plan_makespan(plan)))
+        return sorted(out, key=lambda x: x[1])
+
+    @staticmethod
+    def _coarse_units(problem: Problem, relaxed: list[tuple[list[int], int]]) -> list[tuple[int, ...]]:
+        """Units for a large constrained graph (the search then groups, places and
+        orders whole units only): the relaxed optimum's partitions cut into runs of
+        consecutive ops (both convex, so their intersections are), or just the runs
+        if that gives more than 1.5 x :data:`CHUNKS` units."""
+        chunks = OraclePlanner._chunks(problem)
+        chunk_of = {v: i for i, c in enumerate(chunks) for v in c}
+        cells: dict[tuple[int, int], list[int]] = {}
+        for j, (ops, _) in enumerate(relaxed):
+            for v in ops:
+                cells.setdefault((j, chunk_of[v]), []).append(v)
+        units = sorted(tuple(sorted(c)) for c in cells.values())
+        return units if len(units) <= int(1.5 * CHUNKS) else chunks
+
+    @staticmethod
+    def _describe(problem: Problem) -> str:
+        c = problem.constraints
+        parts = []
+        if c.max_partitions is not None:
+            parts.append(f"--max-partitions {c.max_partitions}")
+        if c.min_partition_ops is not None:
+            parts.append(f"--min-partition-ops {c.min_partition_ops}")
+        for j, cap in enumerate(problem.memory_capacity):
+            if math.isfinite(cap):
+                parts.append(f"{problem.pus[j]} memory {cap / 2**20:.1f} MiB")
+        if c.pins or c.forbids:
+            parts.append("pins/forbids")
+        return ", ".join(parts)
+
+    @staticmethod
+    def _chunks(problem: Problem) -> list[tuple[int, ...]]:
+        """At most about :data:`CHUNKS` convex units: runs of consecutive ops (in
+        topological order) that share an allowed PU (any run of consecutive ops of a
+        topological order is convex)."""
+        n = problem.num_ops
+        size = max(1, math.ceil(n / CHUNKS))
+        units, cur, allowed = [], [], None
+        for v in range(n):
+            row = problem.allowed[v]
+            nxt = row if allowed is None else allowed & row
+            if cur and (len(cur) >= size or not nxt.any()):
+                units.append(tuple(cur))
+                cur, nxt = [], row
+            cur.append(v)
+            allowed = nxt
+        units.append(tuple(cur))
+        return units

@@ -1,0 +1,219 @@
+"""Every model x every planner on one platform, the way the paper compares them.
+
+Metrics per (model, method): simulated makespan, planning time, ratio to the oracle
+(and whether the oracle proved optimality), and the paper's two metrics: the gain over
+static type-based (``npu-first``) and over profiling-based (``greedy``) placement,
+``gain = (T_baseline - T) / T_baseline * 100`` (positive = faster than the baseline).
+Optionally each plan is also run for real (``--measure``).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from partitiontuner.agents.registry import METHODS, make_planner
+from partitiontuner.atomic import write_text_atomic
+from partitiontuner.errors import ConfigError
+from partitiontuner.plan import Plan, save_plan
+from partitiontuner.problem import Problem
+from partitiontuner.simulate import SimResult, simulate
+from partitiontuner.workflow import ProblemSpec, load_problem
+from partitiontuner.zoo import ZOO
+
+STATIC, PROFILING, ORACLE = "npu-first", "greedy", "oracle"
+
+
+@dataclass
+class Row:
+    model: str
+    method: str
+    makespan_us: float
+    planning_time_s: float
+    num_partitions: int
+    ratio_to_oracle: float | None = None
+    oracle_proven: bool | None = None
+    gain_vs_static_pct: float | None = None
+    gain_vs_profiling_pct: float | None = None
+    measured_makespan_us: float | None = None
+    outputs_match: bool | None = None
+
+
+@dataclass
+class Evaluation:
+    platform: str
+    profiles: str
+    rows: list[Row] = field(default_factory=list)
+    plans: dict[tuple[str, str], tuple[Problem, Plan, SimResult]] = field(default_factory=dict, repr=False)
+
+    def row(self, model: str, method: str) -> Row | None:
+        return next((r for r in self.rows if r.model == model and r.method == method), None)
+
+
+def evaluate(
+    models: Sequence[str],
+    methods: Sequence[str],
+    platform: str = "cpu-npu",
+    profiles: str = "measure",
+    *,
+    oracle_time_limit_s: float = 600.0,
+    measure: bool = False,
+    measure_repeat: int = 3,
+    on_step: Callable[[str, str], None] | None = None,
+) -> Evaluation:
+    """Plan every model with every method; ``on_step(model, method)`` after each plan."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r} (methods: {', '.join(METHODS)})")
+    if not models:
+        raise ConfigError("no models to evaluate")
+    ev = Evaluation(platform, profiles)
+    for model in models:
+        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False))
+        for method in methods:
+            opts = {"time_limit_s": oracle_time_limit_s} if method == ORACLE else {}
+            planner = make_planner(method, **opts)
+            t0 = time.perf_counter()
+            plan = planner.plan(problem)
+            dt = time.perf_counter() - t0
+            sim = simulate(problem, plan)
+            row = Row(model=problem.graph.name, method=method, makespan_us=sim.makespan_us, planning_time_s=dt,
+                      num_partitions=plan.num_partitions)
+            if method == ORACLE:
+                row.oracle_proven = bool(plan.info.get("proven_optimal", False))
+            if measure:
+                from partitiontuner.execute import run_plan
+
+                res = run_plan(problem, plan, repeat=measure_repeat)
+                row.measured_makespan_us = res.measured_makespan_us
+                row.outputs_match = res.outputs_match
+            ev.rows.append(row)
+            ev.plans[(row.model, method)] = (problem, plan, sim)
+            if on_step:
+                on_step(model, method)
+    _derive(ev)
+    return ev
+
+
+def _derive(ev: Evaluation) -> None:
+    """Ratios and gains, computed from the makespans alone."""
+    for r in ev.rows:
+        oracle, static, prof = (ev.row(r.model, m) for m in (ORACLE, STATIC, PROFILING))
+        if oracle is not None:
+            r.ratio_to_oracle = r.makespan_us / oracle.makespan_us
+            r.oracle_proven = oracle.oracle_proven
+        if static is not None:
+            r.gain_vs_static_pct = gain_pct(static.makespan_us, r.makespan_us)
+        if prof is not None:
+            r.gain_vs_profiling_pct = gain_pct(prof.makespan_us, r.makespan_us)
+
+
+def gain_pct(baseline_us: float, makespan_us: float) -> float:
+    return (baseline_us - makespan_us) / baseline_us * 100.0
+
+
+# ---------------------------------------------------------------------------------
+# outputs
+
+
+def rows_as_dicts(ev: Evaluation) -> list[dict]:
+    out = []
+    for r in ev.rows:
+        d = asdict(r)
+        for k, v in d.items():
+            if isinstance(v, float):
+                d[k] = round(v, 6) if math.isfinite(v) else None
+        out.append(d)
+    return out
+
+
+def to_csv(ev: Evaluation) -> str:
+    buf = io.StringIO()
+    rows = rows_as_dicts(ev)
+    writer = csv.DictWriter(buf, fieldnames=list(asdict(ev.rows[0]).keys()) if ev.rows else ["model"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def to_markdown(ev: Evaluation) -> str:
+    """Paper-style tables: makespan per model and method, ratio to the oracle, and the
+    paper's two gains for every method."""
+    models = list(dict.fromkeys(r.model for r in ev.rows))
+    methods = list(dict.fromkeys(r.method for r in ev.rows))
+    lines = [f"Platform `{ev.platform}`, profiles `{ev.profiles}`; simulated makespan in ms "
+             f"(ratio to the oracle in parentheses; * = oracle proven optimal).", ""]
+    lines.append("| model | " + " | ".join(methods) + " |")
+    lines.append("|---|" + "---:|" * len(methods))
+    for m in models:
+        cells = []
+        for meth in methods:
+            r = ev.row(m, meth)
+            if r is None:
+                cells.append("")
+                continue
+            ratio = f" ({r.ratio_to_oracle:.3f})" if r.ratio_to_oracle is not None else ""
+            star = "*" if meth == ORACLE and r.oracle_proven else ""
+            cells.append(f"{r.makespan_us / 1000:.3f}{ratio}{star}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    for metric, title in (("gain_vs_static_pct", "Gain over static type-based (npu-first), %"),
+                          ("gain_vs_profiling_pct", "Gain over profiling-based (greedy), %")):
+        if all(getattr(r, metric) is None for r in ev.rows):
+            continue
+        lines += ["", f"**{title}**", "", "| model | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+        for m in models:
+            cells = []
+            for meth in methods:
+                r = ev.row(m, meth)
+                v = None if r is None else getattr(r, metric)
+                cells.append("" if v is None else f"{v:+.2f}")
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    lines += ["", "**Planning time, s**", "", "| model | " + " | ".join(methods) + " |", "|---|" + "---:|" * len(methods)]
+    for m in models:
+        cells = []
+        for meth in methods:
+            r = ev.row(m, meth)
+            cells.append("" if r is None else f"{r.planning_time_s:.3f}")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    if any(r.measured_makespan_us is not None for r in ev.rows):
+        lines += ["", "**Measured makespan (executor), ms**", "", "| model | " + " | ".join(methods) + " |",
+                  "|---|" + "---:|" * len(methods)]
+        for m in models:
+            cells = []
+            for meth in methods:
+                r = ev.row(m, meth)
+                v = None if r is None else r.measured_makespan_us
+                cells.append("" if v is None else f"{v / 1000:.3f}" + ("" if r.outputs_match else " (mismatch)"))
+            lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(ev: Evaluation, out_dir: str | Path, gantt_method: str = "rl") -> list[Path]:
+    """results.csv, results.md, a bar chart, a Gantt chart per model for ``gantt_method``
+    and the plans themselves."""
+    from partitiontuner.viz import bar_chart, gantt_chart
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = [out / "results.csv", out / "results.md", out / "makespan_vs_oracle.png"]
+    write_text_atomic(written[0], to_csv(ev))
+    write_text_atomic(written[1], to_markdown(ev))
+    bar_chart(ev, written[2])
+    for (model, method), (problem, plan, sim) in ev.plans.items():
+        path = out / "plans" / f"{model}__{method}.yaml"
+        save_plan(problem, plan, path, sim.makespan_us)
+        written.append(path)
+        if method == gantt_method:
+            gpath = out / f"gantt_{model}_{method}.png"
+            gantt_chart(problem, plan, sim, gpath, title=f"{model} on {ev.platform}: {method}")
+            written.append(gpath)
+    return written
+
+
+def default_models() -> list[str]:
+    return list(ZOO)

@@ -1,0 +1,619 @@
+"""Run a plan for real and check it against the whole model and the simulator.
+
+One worker thread per PU runs that PU's partitions in the plan's order, each as soon
+as its inputs are ready (DESIGN.md step 6):
+
+* **CPU partitions** run as ONNX Runtime sessions of the partition's subgraph
+  (:func:`partitiontuner.subgraph.subgraph_model`) with the PU's intra-op thread count;
+  every session is built before timing starts. A CPU PU with ``speed_factor < 1`` (a
+  modelled little core) runs the session and then pads its partition to
+  ``measured / speed_factor``, the same scaling the profiles use; a ``speed_factor``
+  above 1 cannot be emulated by padding and the session runs as measured.
+* **NPU partitions are emulated.** Before timing, one whole-model ORT run computes the
+  reference value of every tensor an NPU partition produces; during the run an NPU
+  partition waits for the emulator's time (the simulator's work for its ops plus the
+  PU's dispatch overhead) and then hands those reference tensors on. The result lists
+  the emulated PUs (``emulated_pus``) so nobody mistakes them for hardware numbers.
+* **Transfers.** A tensor crossing from PU ``q`` to PU ``p`` is copied (``numpy`` copy
+  into ``p``'s store) by ``p``'s worker once the producer has finished; ``p`` may not
+  use it before ``producer_end + latency + bytes / bandwidth`` (the link's transfer
+  time, :meth:`Problem.transfer_us`). A tensor read by several partitions on one PU
+  crosses once. Graph inputs are on the host at ``t = 0``; the run ends when the last
+  graph output is on the host (the host's worker receives outputs made elsewhere).
+  The copy is done by the receiving worker, so when that worker is busy with another
+  partition the copy waits for it (a real DMA engine would not); on this machine a
+  1 MiB copy takes ~20 us against a modelled transfer of ~190 us.
+
+Timing uses ``time.perf_counter``. Waiting for a time point (transfer arrivals, the
+emulated NPU time, the little-core pad, the common start ``t = 0``) uses
+:func:`wait_until`: sleep until :data:`SPIN_MARGIN_S` before the deadline, then spin.
+``time.sleep`` alone overshoots by ~75 us on Linux (the default 50 us timer slack plus
+wake-up latency); the workers lower their timer slack to 1 ns (``prctl``), which
+brings a sleep's overshoot to ~25 us on this 2-core VM, and the final spin (with
+``os.sched_yield`` so the GIL and the core are offered to others) removes the rest:
+median lateness 0.4 us, p90 0.7 us, at the price of ~60 us of spinning per wait
+(:func:`measure_wait_precision` reproduces these numbers). Waiting for another
+worker's result blocks on a ``threading.Event``, which wakes ~20-40 us late on this VM
+(an idle vCPU must be woken) and would add that to every PU switch; so a waiting
+worker blocks only until :data:`SPIN_AHEAD_S` before the producer is expected to end
+(the producer's actual start plus its simulated duration) and then spins, for at most
+:data:`MAX_SPIN_S`. Spinning yields with ``os.sched_yield``: a spin that keeps the GIL
+(or releases it with ``time.sleep(0)``) starves the other workers for up to the 5 ms
+GIL switch interval (measured: ~200 us extra per PU switch). All of this assumes a
+quiet machine: on a loaded one every wake-up waits for a time slice, and measured
+times grow with the load.
+
+``outputs_match`` compares the final outputs of every timed run with the whole-model
+run, ``numpy.allclose`` with :data:`RTOL` and :data:`ATOL` (fused and unfused float32
+kernels differ in the last bits; a wrong tensor differs in the first), and reports the
+largest absolute difference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import statistics
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from partitiontuner.errors import PartitionTunerError
+from partitiontuner.plan import Plan, validate_plan
+from partitiontuner.problem import Problem
+from partitiontuner.simulate import Simulator, simulate
+from partitiontuner.subgraph import partition_io, subgraph_model
+from partitiontuner.zoo import random_input
+
+#: relative / absolute tolerance of the output check (float32 kernels fused differently)
+RTOL = 1e-3
+ATOL = 1e-5
+#: sleep until this long before a deadline, then spin (see the module docstring)
+SPIN_MARGIN_S = 60e-6
+#: the common start t = 0 lies this far after the workers are ready
+START_DELAY_S = 1e-3
+#: a worker waiting for another PU's result spins from this long before it is expected
+SPIN_AHEAD_S = 100e-6
+#: ... and for at most this long (then it blocks: the producer is far behind schedule)
+MAX_SPIN_S = 2e-3
+#: a worker checks this often whether another worker failed
+_POLL_S = 0.05
+#: while a producer has not started, its consumer checks this often
+_SLICE_S = 200e-6
+
+_PR_SET_TIMERSLACK = 29
+_libc: Any = None
+
+
+# ---------------------------------------------------------------------------------
+# precise waiting
+
+
+def lower_timer_slack() -> None:
+    """Set the calling thread's timer slack to 1 ns (Linux; a no-op elsewhere).
+
+    The default 50 us slack lets the kernel wake a sleeping thread up to 50 us late so
+    it can batch wake-ups; the executor wants its sleeps to end on time.
+    """
+    global _libc
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        if _libc is None:
+            _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # no prctl: sleeps are just less precise
+        pass
+
+
+def wait_until(deadline: float, spin_margin_s: float = SPIN_MARGIN_S) -> float:
+    """Block until ``time.perf_counter() >= deadline``; return how late it returned (s).
+
+    Sleeps until ``spin_margin_s`` before the deadline, then spins calling
+    ``os.sched_yield`` (which releases the GIL, so a spinning worker does not hold up
+    a worker whose ONNX Runtime call just returned).
+    """
+    now = time.perf_counter()
+    remaining = deadline - now
+    if remaining <= 0:
+        return 0.0
+    if remaining > spin_margin_s:
+        time.sleep(remaining - spin_margin_s)
+    while (now := time.perf_counter()) < deadline:
+        os.sched_yield()
+    return now - deadline
+
+
+@dataclass(frozen=True)
+class WaitPrecision:
+    """Lateness of :func:`wait_until` (us) over ``samples`` waits of ``duration_us``,
+    and the fraction of the waiting time the thread spent on a CPU."""
+
+    duration_us: float
+    samples: int
+    median_late_us: float
+    p90_late_us: float
+    max_late_us: float
+    cpu_fraction: float
+    sleep_only_median_late_us: float
+
+
+def measure_wait_precision(duration_us: float = 500.0, samples: int = 200, spin_margin_s: float = SPIN_MARGIN_S) -> WaitPrecision:
+    """Measure :func:`wait_until` on this machine (run in a fresh thread, as the workers do)."""
+    out: list[WaitPrecision] = []
+
+    def probe() -> None:
+        lower_timer_slack()
+        d = duration_us * 1e-6
+        late, plain = [], []
+        cpu0, wall0 = time.thread_time(), time.perf_counter()
+        for _ in range(samples):
+            late.append(wait_until(time.perf_counter() + d, spin_margin_s) * 1e6)
+        cpu = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
+        for _ in range(max(10, samples // 4)):
+            t = time.perf_counter()
+            time.sleep(d)
+            plain.append((time.perf_counter() - t - d) * 1e6)
+        late.sort()
+        out.append(WaitPrecision(duration_us, samples, late[len(late) // 2], late[int(0.9 * (len(late) - 1))],
+                                 late[-1], cpu, statistics.median(plain)))
+
+    th = threading.Thread(target=probe, name="wait-probe")
+    th.start()
+    th.join()
+    return out[0]
+
+
+# ---------------------------------------------------------------------------------
+# results
+
+
+@dataclass(frozen=True)
+class PartitionRun:
+    """One partition: measured (in the median run) beside simulated, in us from t = 0.
+
+    ``measured_us_median`` is the median of this partition's duration over all timed
+    runs (steadier than the single median run's duration).
+    """
+
+    index: int
+    device: str
+    emulated: bool
+    ops: tuple[str, ...]
+    measured_start_us: float
+    measured_end_us: float
+    measured_us_median: float
+    simulated_start_us: float
+    simulated_end_us: float
+
+    @property
+    def measured_us(self) -> float:
+        return self.measured_end_us - self.measured_start_us
+
+    @property
+    def simulated_us(self) -> float:
+        return self.simulated_end_us - self.simulated_start_us
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.index, "device": self.device, "emulated": self.emulated, "ops": list(self.ops),
+            "measured_start_us": round(self.measured_start_us, 3), "measured_end_us": round(self.measured_end_us, 3),
+            "measured_us": round(self.measured_us, 3), "measured_us_median": round(self.measured_us_median, 3),
+            "simulated_start_us": round(self.simulated_start_us, 3), "simulated_end_us": round(self.simulated_end_us, 3),
+            "simulated_us": round(self.simulated_us, 3),
+        }
+
+
+@dataclass(frozen=True)
+class ExecutionResult:
+    """What :func:`run_plan` measured.
+
+    Attributes:
+        measured_makespan_us: median over the timed runs.
+        makespan_runs_us: every timed run's makespan, in run order.
+        simulated_makespan_us: the simulator's makespan for the same plan.
+        outputs_match: every timed run's final outputs equal the whole-model ORT run
+            within ``rtol`` / ``atol`` (``numpy.allclose``).
+        max_abs_error: largest absolute difference to the whole-model run.
+        emulated_pus: PUs whose partitions were emulated (NPUs), not run.
+        padded_pus: CPU PUs slowed down by padding (``speed_factor < 1``).
+        partitions: per partition, in plan order (median run).
+        wait_late_us_median, wait_late_us_max: lateness of the timed waits of the median
+            run (transfer arrivals, emulated NPU time, pads).
+    """
+
+    model: str
+    platform: str
+    method: str
+    repeat: int
+    warmup: int
+    measured_makespan_us: float
+    makespan_runs_us: tuple[float, ...]
+    simulated_makespan_us: float
+    outputs_match: bool
+    max_abs_error: float
+    rtol: float
+    atol: float
+    emulated_pus: tuple[str, ...]
+    padded_pus: tuple[str, ...]
+    partitions: tuple[PartitionRun, ...]
+    wait_late_us_median: float
+    wait_late_us_max: float
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ratio(self) -> float:
+        """Measured over simulated makespan (1.0 = the cost model is exact)."""
+        return self.measured_makespan_us / self.simulated_makespan_us
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "platform": self.platform, "method": self.method,
+            "measured_makespan_us": round(self.measured_makespan_us, 3),
+            "simulated_makespan_us": round(self.simulated_makespan_us, 3),
+            "ratio": round(self.ratio, 4),
+            "makespan_runs_us": [round(x, 3) for x in self.makespan_runs_us],
+            "outputs_match": self.outputs_match, "max_abs_error": float(self.max_abs_error),
+            "rtol": self.rtol, "atol": self.atol, "repeat": self.repeat, "warmup": self.warmup,
+            "emulated_pus": list(self.emulated_pus), "padded_pus": list(self.padded_pus),
+            "wait_late_us_median": round(self.wait_late_us_median, 3), "wait_late_us_max": round(self.wait_late_us_max, 3),
+            "notes": list(self.notes),
+            "per_partition": [p.to_dict() for p in self.partitions],
+        }
+
+
+# ---------------------------------------------------------------------------------
+# the executor
+
+
+@dataclass(frozen=True, eq=False)
+class _Step:
+    """One partition compiled for execution."""
+
+    index: int
+    pu: int
+    emulated: bool
+    #: external inputs: (tensor, producer partition or -1 for a graph input, size_bytes)
+    inputs: tuple[tuple[str, int, int], ...]
+    outputs: tuple[str, ...]
+    session: Any  # onnxruntime.InferenceSession for CPU partitions
+    emulated_s: float  # emulated partitions: work + dispatch overhead
+    pad_factor: float  # CPU partitions: 1 / speed_factor when < 1, else 1
+
+
+@dataclass
+class _RunRecord:
+    """One timed run: times in seconds from t = 0."""
+
+    start: list[float]
+    end: list[float]
+    makespan: float
+    outputs: dict[str, np.ndarray]
+    late: list[float]
+
+
+class _Aborted(Exception):
+    """Another worker failed; this one stops."""
+
+
+def _session(model: onnx.ModelProto, threads: int, what: str):
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.log_severity_level = 3
+    try:
+        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / ... types
+        raise PartitionTunerError(f"ONNX Runtime cannot build a session for {what}: {_first_line(exc)}") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def reference_run(problem: Problem, feeds: dict[str, np.ndarray], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
+    """Run the whole model once in ONNX Runtime; return the graph outputs and ``extra``
+    intermediate tensors (added as model outputs so ORT keeps them)."""
+    g = problem.graph
+    model = g.onnx_model()
+    have = {o.name for o in model.graph.output}
+    for t in dict.fromkeys(extra):
+        if t not in have:
+            info = g.tensors[t]
+            model.graph.output.append(
+                helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), list(info.shape))
+            )
+    cpu = problem.platform.devices[problem.host]
+    sess = _session(model, cpu.threads, f"the whole model {g.name!r}")
+    names = [o.name for o in model.graph.output]
+    try:
+        values = sess.run(names, feeds)
+    except Exception as exc:
+        raise PartitionTunerError(f"ONNX Runtime failed to run the whole model {g.name!r}: {_first_line(exc)}") from None
+    return dict(zip(names, values, strict=True))
+
+
+class Executor:
+    """A plan compiled for execution: sessions built, reference tensors computed.
+
+    Build once, then :meth:`run` as often as needed (``run_plan`` does both).
+    """
+
+    def __init__(self, problem: Problem, plan: Plan, *, seed: int = 0):
+        validate_plan(problem, plan, check_constraints=False)
+        self.problem, self.plan = problem, plan
+        g, names = problem.graph, problem.pus
+        self.host = problem.host
+        sim = Simulator(problem)
+        owner = {v: i for i, p in enumerate(plan.partitions) for v in p.ops}
+        self.feeds = random_input(g, seed)
+        devices = problem.platform.devices
+        pus = [names.index(p.device) for p in plan.partitions]
+        emulated_tensors: list[str] = []
+        ios = []
+        for i, p in enumerate(plan.partitions):
+            ins, outs = partition_io(g, p.ops)
+            ios.append((ins, outs))
+            if devices[pus[i]].kind == "npu":
+                emulated_tensors.extend(outs)
+        self.reference = reference_run(problem, self.feeds, emulated_tensors)
+        #: the simulator's timing of this plan
+        self.sim = simulate(problem, plan, sim)
+        #: simulated duration of each partition (s): when a consumer expects its input
+        self.expected_s = [(t.end_us - t.start_us) * 1e-6 for t in self.sim.partitions]
+        steps = []
+        for i, p in enumerate(plan.partitions):
+            dev = devices[pus[i]]
+            ins, outs = ios[i]
+            inputs = tuple((t, owner[g.producer[t]] if t in g.producer else -1, g.tensors[t].size_bytes) for t in ins)
+            if dev.kind == "npu":
+                emu = (sim.work(p.ops, pus[i]) + float(problem.overhead[pus[i]])) * 1e-6
+                steps.append(_Step(i, pus[i], True, inputs, tuple(outs), None, emu, 1.0))
+            else:
+                sess = _session(subgraph_model(g, p.ops, outputs=outs, name=f"{g.name}_p{i}"), dev.threads,
+                                f"partition {i} ({p.device})")
+                pad = 1.0 / dev.speed_factor if dev.speed_factor < 1.0 else 1.0
+                steps.append(_Step(i, pus[i], False, inputs, tuple(outs), sess, 0.0, pad))
+        self.steps: tuple[_Step, ...] = tuple(steps)
+        orders = plan.orders(names)
+        self.orders = [tuple(orders.get(pu, ())) for pu in names]
+        n = len(names)
+        self._lat_s = (problem.link_latency * 1e-6).tolist()
+        self._s_per_byte = (problem.link_us_per_byte * 1e-6).tolist()
+        self.output_names = tuple(t.name for t in g.outputs)
+        self.output_producer = {t: owner[g.output_producers[t]] for t in self.output_names}
+        self.output_size = {t.name: t.size_bytes for t in g.outputs}
+        self.workers = tuple(p for p in range(n) if self.orders[p] or p == self.host)
+        self.emulated_pus = tuple(names[p] for p in self.workers if devices[p].kind == "npu" and self.orders[p])
+        self.padded_pus = tuple(names[p] for p in self.workers
+                                if devices[p].kind == "cpu" and devices[p].speed_factor < 1.0 and self.orders[p])
+
+    def _arrival_s(self, src: int, dst: int, size_bytes: int) -> float:
+        """The link's transfer time in seconds (:meth:`Problem.transfer_us`)."""
+        return self._lat_s[src][dst] + size_bytes * self._s_per_byte[src][dst]
+
+    def run(self, runs: int = 1) -> list[_RunRecord]:
+        """Execute the plan ``runs`` times in a row; return each run's timeline.
+
+        The same worker threads (one per PU) serve every run: ONNX Runtime keeps
+        per-thread state, and a session's first call on a new thread costs ~100 us
+        more, which would otherwise land in every run.
+        """
+        steps, n = self.steps, len(self.steps)
+        records = [_RunRecord([0.0] * n, [0.0] * n, 0.0, {}, []) for _ in range(runs)]
+        done = [[threading.Event() for _ in range(n)] for _ in range(runs)]
+        started = [[0.0] * n for _ in range(runs)]  # absolute start times, 0 = not yet
+        abort = threading.Event()
+        errors: list[BaseException] = []
+        t0s = [0.0] * runs
+        finish = [0.0] * runs
+        next_run = [0]
+
+        def set_t0() -> None:  # runs when every worker has finished the previous run
+            t0s[next_run[0]] = time.perf_counter() + START_DELAY_S
+            next_run[0] += 1
+
+        barrier = threading.Barrier(len(self.workers), action=set_t0)
+
+        def one_run(p: int, k: int) -> None:
+            rec, ev, t0, begun = records[k], done[k], t0s[k], started[k]
+            start, end = rec.start, rec.end
+
+            def wait_for(i: int) -> None:
+                """Wait until partition ``i`` (another PU's) has finished.
+
+                Blocking on the event alone wakes ~20-40 us late (an idle vCPU must be
+                woken), which on a plan with many PU switches adds up. So the worker
+                blocks until :data:`SPIN_AHEAD_S` before the producer is expected to end
+                (its actual start plus its simulated duration; in slices while it has
+                not started), then spins, for at most :data:`MAX_SPIN_S`.
+                """
+                e = ev[i]
+                spin_until = 0.0
+                while not e.is_set():
+                    if abort.is_set():
+                        raise _Aborted
+                    now = time.perf_counter()
+                    b = begun[i]
+                    if not b:
+                        e.wait(_SLICE_S)
+                        continue
+                    expected = b + self.expected_s[i] - SPIN_AHEAD_S
+                    if expected > now:
+                        e.wait(min(expected - now, _POLL_S))
+                    elif not spin_until:
+                        spin_until = now + MAX_SPIN_S
+                    elif now < spin_until:
+                        os.sched_yield()
+                    else:
+                        e.wait(_POLL_S)
+                if abort.is_set():
+                    raise _Aborted
+
+            def receive(t: str, j: int, size: int) -> float:
+                """Make tensor ``t`` (from partition ``j``, -1 = graph input) available on
+                PU ``p``; return the absolute time from which ``p`` may use it."""
+                if t in arrived:
+                    return arrived[t]
+                if j < 0:
+                    src, ready, value = self.host, t0, self.feeds[t]
+                else:
+                    src = steps[j].pu
+                    if src != p:
+                        wait_for(j)
+                    ready, value = end[j] + t0, shared[k][src][t]
+                if src == p:
+                    store[t] = value
+                    arrived[t] = ready
+                else:
+                    store[t] = np.array(value, copy=True)
+                    arrived[t] = ready + self._arrival_s(src, p, size)
+                return arrived[t]
+
+            arrived: dict[str, float] = {}
+            store = shared[k][p]
+            wait_until(t0)
+            for i in self.orders[p]:
+                s = steps[i]
+                ready = t0
+                for t, j, size in s.inputs:
+                    ready = max(ready, receive(t, j, size))
+                if ready > time.perf_counter():
+                    rec.late.append(wait_until(ready))
+                begin = begun[i] = time.perf_counter()
+                if s.emulated:
+                    rec.late.append(wait_until(begin + s.emulated_s))
+                    for t in s.outputs:
+                        store[t] = self.reference[t]
+                else:
+                    feeds = {t: store[t] for t, _, _ in s.inputs}
+                    values = s.session.run(list(s.outputs), feeds)
+                    if s.pad_factor > 1.0:
+                        rec.late.append(wait_until(begin + (time.perf_counter() - begin) * s.pad_factor))
+                    for t, v in zip(s.outputs, values, strict=True):
+                        store[t] = v
+                stop = time.perf_counter()
+                start[i], end[i] = begin - t0, stop - t0
+                for t in s.outputs:
+                    arrived[t] = stop
+                ev[i].set()
+            if p == self.host:  # graph outputs must reach the host
+                ready = t0
+                for t in self.output_names:
+                    ready = max(ready, receive(t, self.output_producer[t], self.output_size[t]))
+                if ready > time.perf_counter():
+                    rec.late.append(wait_until(ready))
+                finish[k] = time.perf_counter() - t0
+                rec.outputs.update({t: np.array(store[t], copy=True) for t in self.output_names})
+
+        # per run, per PU: the tensors that PU holds (written only by its own worker)
+        shared: list[list[dict[str, np.ndarray]]] = [[{} for _ in self.problem.pus] for _ in range(runs)]
+
+        def worker(p: int) -> None:
+            try:
+                lower_timer_slack()
+                for k in range(runs):
+                    barrier.wait()
+                    one_run(p, k)
+                    if k:  # every worker is past run k - 1: free its tensors
+                        shared[k - 1] = []
+            except _Aborted:
+                pass
+            except BaseException as exc:  # noqa: BLE001 - re-raised by the main thread
+                errors.append(exc)
+                abort.set()
+                barrier.abort()
+
+        threads = [threading.Thread(target=worker, args=(p,), name=f"pu-{self.problem.pus[p]}", daemon=True)
+                   for p in self.workers]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join()
+        real = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)]
+        if errors:
+            exc = (real or errors)[0]
+            if isinstance(exc, PartitionTunerError):
+                raise exc
+            raise PartitionTunerError(f"executing the plan failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+        for k, rec in enumerate(records):
+            rec.makespan = max([finish[k], *rec.end])
+        return records
+
+
+def run_plan(problem: Problem, plan: Plan, *, repeat: int = 5, warmup: int = 1, seed: int = 0,
+             rtol: float = RTOL, atol: float = ATOL) -> ExecutionResult:
+    """Execute ``plan`` ``warmup + repeat`` times and compare with the simulator.
+
+    Args:
+        problem: the problem the plan was made for (its profiles drive the simulator
+            and the emulated NPU times).
+        plan: a valid plan.
+        repeat: timed runs; the makespan reported is their median.
+        warmup: untimed runs first (ORT allocates buffers on the first run).
+        seed: seed of the random graph inputs.
+        rtol, atol: tolerance of the output check.
+
+    Returns:
+        The measured and simulated timings and the output check.
+
+    Raises:
+        InfeasiblePlanError: the plan is not valid for ``problem``.
+        PartitionTunerError: ONNX Runtime cannot build or run a partition.
+    """
+    if repeat < 1 or warmup < 0:
+        raise PartitionTunerError(f"repeat must be >= 1 and warmup >= 0, got repeat={repeat}, warmup={warmup}")
+    ex = Executor(problem, plan, seed=seed)
+    sim = ex.sim
+    runs = ex.run(warmup + repeat)[warmup:]
+    ok, max_err = True, 0.0
+    for r in runs:
+        for t in ex.output_names:
+            got, ref = r.outputs[t], ex.reference[t]
+            if got.shape != ref.shape:
+                ok = False
+                max_err = float("inf")
+                continue
+            ok &= bool(np.allclose(got, ref, rtol=rtol, atol=atol))
+            if got.size:
+                diff = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+                max_err = max(max_err, float(np.nanmax(diff)) if np.isfinite(diff).any() else float("inf"))
+    makespans = [r.makespan * 1e6 for r in runs]
+    median_run = sorted(range(repeat), key=lambda k: makespans[k])[(repeat - 1) // 2]
+    med = runs[median_run]
+    g = problem.graph
+    parts = tuple(
+        PartitionRun(
+            index=i, device=p.device, emulated=ex.steps[i].emulated, ops=tuple(g.nodes[v].name for v in p.ops),
+            measured_start_us=med.start[i] * 1e6, measured_end_us=med.end[i] * 1e6,
+            measured_us_median=statistics.median((r.end[i] - r.start[i]) * 1e6 for r in runs),
+            simulated_start_us=sim.partitions[i].start_us, simulated_end_us=sim.partitions[i].end_us,
+        )
+        for i, p in enumerate(plan.partitions)
+    )
+    lates = [x * 1e6 for x in med.late] or [0.0]
+    notes = []
+    if ex.emulated_pus:
+        notes.append(f"{', '.join(ex.emulated_pus)} partitions are emulated: they take the emulator's time and hand on "
+                     "reference tensors from a whole-model ONNX Runtime run")
+    if ex.padded_pus:
+        notes.append(f"{', '.join(ex.padded_pus)} partitions run on this CPU and are padded to measured / speed_factor")
+    return ExecutionResult(
+        model=g.name, platform=problem.platform.name, method=plan.method, repeat=repeat, warmup=warmup,
+        measured_makespan_us=statistics.median(makespans), makespan_runs_us=tuple(makespans),
+        simulated_makespan_us=sim.makespan_us, outputs_match=ok, max_abs_error=max_err, rtol=rtol, atol=atol,
+        emulated_pus=ex.emulated_pus, padded_pus=ex.padded_pus, partitions=parts,
+        wait_late_us_median=statistics.median(lates), wait_late_us_max=max(lates), notes=tuple(notes),
+    )

@@ -1,0 +1,251 @@
+"""PPO training: GAE, learning on a small problem, checkpoints, resume, CLI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from brute_force import brute_force
+from graphs import build, problem, two_pu_platform
+
+from partitiontuner.agents.rl_planner import RLPlanner, decode
+from partitiontuner.env import PartitionTunerEnv, ProblemContext
+from partitiontuner.errors import ConfigError
+from partitiontuner.plan import validate_plan
+from partitiontuner.training.checkpoint import (
+    Checkpoint,
+    export_policy,
+    load_checkpoint,
+    save_checkpoint,
+    shipped_checkpoint,
+)
+from partitiontuner.training.ppo import Args, args_from, field_docs, gae, train
+
+
+def small_problem():
+    """a -> (b, c) -> d -> e on cpu + npu: the optimum runs b on the npu beside c on the
+    cpu and fuses (d, e) on the npu (brute force: 38.5 us); the best single-PU plan takes 55.5 us."""
+    g = build([("a", "Relu", ["x"], "ta"), ("b", "Relu", ["ta"], "tb"), ("c", "Relu", ["ta"], "tc"),
+               ("d", "Add", ["tb", "tc"], "td"), ("e", "Relu", ["td"], "te")], ["te"])
+    plat = two_pu_platform(cpu_overhead=1.0, npu_overhead=4.0, latency_us=5.0)
+    return problem(g, plat, {"a": [10, 3], "b": [20, 4], "c": [8, 30], "d": [5, 2], "e": [12, 2]},
+                   groups={("d", "e"): [None, 2.5]})
+
+
+def tiny_args(tmp_path, **kw) -> Args:
+    base = Args(num_envs=4, num_steps=32, total_timesteps=4096, learning_rate=1e-3, ent_coef=0.0, num_minibatches=4,
+                channels=16, num_layers=2, hidden=32, out=str(tmp_path / "policy.pt"), progress=False,
+                eval_every=0, save_every=0, bc_epochs=0, norm_adv=True, clip_coef=0.2, gae_lambda=0.95)
+    return replace(base, **kw)
+
+
+def test_gae_matches_hand_computation():
+    # one env, 3 steps, episode ends after step 1 (obs[2] starts a new one)
+    rewards = torch.tensor([[1.0], [2.0], [3.0]])
+    values = torch.tensor([[0.5], [0.25], [1.0]])
+    dones = torch.tensor([[0.0], [0.0], [1.0]])
+    adv, ret = gae(rewards, values, dones, next_value=torch.tensor([2.0]), next_done=torch.tensor([0.0]),
+                   gamma=0.9, gae_lambda=0.5)
+    d2 = 3.0 + 0.9 * 2.0 - 1.0
+    d1 = 2.0 - 0.25  # the episode ended: no bootstrap
+    d0 = 1.0 + 0.9 * 0.25 - 0.5
+    expected = [d0 + 0.9 * 0.5 * d1, d1, d2]
+    assert adv[:, 0].tolist() == pytest.approx(expected)
+    assert ret[:, 0].tolist() == pytest.approx([a + v for a, v in zip(expected, [0.5, 0.25, 1.0], strict=True)])
+
+
+def test_short_training_reaches_the_optimum_of_a_small_problem(tmp_path):
+    pr = small_problem()
+    optimum, _ = brute_force(pr)
+    assert optimum == pytest.approx(38.5)
+    # the environment's action space contains the optimum (all 4^5 action sequences)
+    env = PartitionTunerEnv(problem=pr, invalid_action="raise")
+    best = np.inf
+    for seq in itertools.product(range(4), repeat=5):
+        env.reset(seed=0)
+        if all(env.action_masks()[a] and (info := env.step(a)[4]) is not None for a in seq):
+            best = min(best, info["makespan_us"])
+    assert best == pytest.approx(optimum)
+    ctx = ProblemContext(pr)
+    untrained = train(tiny_args(tmp_path / "untrained", total_timesteps=128, learning_rate=0.0), log=lambda m: None, problems=[pr])
+    before = ctx.sim.plan_makespan(decode(load_checkpoint(untrained).make_policy(), ctx, 1)[0])
+    path = train(tiny_args(tmp_path), log=lambda m: None, problems=[pr])
+    after = ctx.sim.plan_makespan(decode(load_checkpoint(path).make_policy(), ctx, 1)[0])
+    assert before > optimum + 10  # learning happened...
+    assert after == pytest.approx(optimum)  # ...and found the optimum
+
+
+def test_resume_continues_exactly(tmp_path):
+    pr = small_problem()
+    other = problem(build([("p", "Relu", ["x"], "tp"), ("q", "Relu", ["tp"], "tq")], ["tq"]), two_pu_platform(),
+                    {"p": [3, 1], "q": [2, 5]})
+    problems = [pr, other]
+    kw = dict(total_timesteps=4 * 128, num_steps=32, learning_rate=3e-4)
+    straight = train(tiny_args(tmp_path / "a", **kw), log=lambda m: None, problems=problems)
+    first = train(tiny_args(tmp_path / "b", stop_after_iterations=2, **kw), log=lambda m: None, problems=problems)
+    assert load_checkpoint(first).iteration == 2
+    resumed = train(tiny_args(tmp_path / "b", resume=str(first), **kw), log=lambda m: None, problems=problems)
+    a, b = load_checkpoint(straight), load_checkpoint(resumed)
+    assert a.iteration == b.iteration == 4 and a.global_step == b.global_step
+    for k in a.policy_state:
+        assert torch.equal(a.policy_state[k], b.policy_state[k]), k
+    for sa, sb in zip(a.envs, b.envs, strict=True):
+        assert sa["actions"] == sb["actions"] and sa["index"] == sb["index"]
+    rows_a = (tmp_path / "a" / "logs" / "progress.csv").read_text().splitlines()
+    rows_b = (tmp_path / "b" / "logs" / "progress.csv").read_text().splitlines()
+    assert len(rows_a) == len(rows_b) == 5
+    strip = lambda r: [x for i, x in enumerate(r.split(",")) if i not in (2, 3)]  # noqa: E731 - drop time_s, sps
+    assert [strip(r) for r in rows_a] == [strip(r) for r in rows_b]
+
+
+def test_demonstrations_and_warm_start(tmp_path):
+    from partitiontuner.agents.paper import PartitionTunerPlanner
+    from partitiontuner.training.demonstrations import (
+        best_demonstration,
+        demonstration,
+        heuristic_actions,
+        replay_actions,
+        rollout_makespan,
+    )
+
+    pr = small_problem()
+    ctx = ProblemContext(pr)
+    actions, makespan, source = best_demonstration(ctx)
+    assert rollout_makespan(ctx, actions) == pytest.approx(makespan)
+    for kind in ("myopic", "lookahead", "dp"):
+        assert makespan <= rollout_makespan(ctx, heuristic_actions(ctx, kind)) + 1e-9
+    pt = PartitionTunerPlanner().plan(pr)
+    assert makespan <= rollout_makespan(ctx, replay_actions(ctx, pt)) + 1e-9
+    _, opt_plan = brute_force(pr)
+    assert rollout_makespan(ctx, replay_actions(ctx, opt_plan)) == pytest.approx(38.5)  # replay is exact here
+    demo = demonstration(pr)
+    assert demo.target.shape == (5,) and demo.mask[torch.arange(5), demo.target].all()
+    assert demo.value[0].item() == pytest.approx((ctx.ref_makespan - makespan) / ctx.ref_makespan)
+    # cloning alone (no PPO steps: learning rate 0) reproduces the demonstration
+    path = train(tiny_args(tmp_path, total_timesteps=128, learning_rate=0.0, bc_epochs=60), log=lambda m: None, problems=[pr])
+    cloned = ctx.sim.plan_makespan(decode(load_checkpoint(path).make_policy(), ctx, 1)[0])
+    assert cloned == pytest.approx(makespan)
+
+
+def test_checkpoint_round_trip_and_export(tmp_path):
+    path = train(tiny_args(tmp_path, total_timesteps=128), log=lambda m: None, problems=[small_problem()])
+    ck = load_checkpoint(path)
+    assert ck.optimizer and ck.rng and ck.envs and ck.args["channels"] == 16
+    slim = export_policy(path, tmp_path / "ship" / "policy.pt", command="partitiontuner train --steps 128")
+    meta = json.loads(slim.with_suffix(".json").read_text())
+    assert meta["command"] == "partitiontuner train --steps 128" and meta["schema_version"] == ck.schema_version
+    assert slim.stat().st_size < path.stat().st_size
+    small = load_checkpoint(slim)
+    assert small.optimizer is None and small.envs is None
+    pr = small_problem()
+    plan = RLPlanner(slim).plan(pr)
+    validate_plan(pr, plan)
+    with pytest.raises(ConfigError, match="not a training checkpoint"):
+        train(tiny_args(tmp_path / "r", resume=str(slim)), log=lambda m: None, problems=[pr])
+
+
+def test_bad_checkpoints_give_one_clear_error(tmp_path):
+    truncated = tmp_path / "truncated.pt"
+    path = tmp_path / "good.pt"
+    policy_ck = Checkpoint({"channels": 16, "num_layers": 2, "hidden": 32},
+                           {"x": torch.zeros(3)})
+    save_checkpoint(path, policy_ck)
+    truncated.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(ConfigError, match="truncated or corrupt"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {"w": torch.zeros(2)}}, foreign)
+    with pytest.raises(ConfigError, match="not a PartitionTuner policy checkpoint"):
+        load_checkpoint(foreign)
+    text = tmp_path / "notes.pt"
+    text.write_text("hello")
+    with pytest.raises(ConfigError, match="not a readable"):
+        load_checkpoint(text)
+    other = tmp_path / "other_schema.pt"
+    d = policy_ck.to_dict()
+    d["schema_version"] = 999
+    torch.save(d, other)
+    with pytest.raises(ConfigError, match="feature schema v999"):
+        load_checkpoint(other)
+    with pytest.raises(ConfigError, match="do not fit the policy"):
+        load_checkpoint(path).make_policy()
+    with pytest.raises(ConfigError, match="not found"):
+        load_checkpoint(tmp_path / "nope.pt")
+    # pickled code is refused by the safe loader
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "partitiontuner-policy", "obj": object()}, evil)
+    with pytest.raises(ConfigError, match="not a readable"):
+        load_checkpoint(evil)
+
+
+def test_args_every_field_documented_and_used():
+    import inspect
+
+    from partitiontuner.training import ppo
+
+    docs = field_docs()
+    names = [f for f in Args.__dataclass_fields__]
+    assert set(docs) == set(names)
+    src = inspect.getsource(ppo.train) + inspect.getsource(ppo.Args.derive) + inspect.getsource(ppo.warm_start)
+    for name in names:
+        assert f"args.{name}" in src or f"self.{name}" in src, f"Args.{name} is never used"
+    with pytest.raises(ConfigError, match="unknown training option"):
+        args_from({"learning_rat": 1})
+    assert args_from({"learning_rate": "0.5", "norm_adv": "false"}).norm_adv is False
+
+
+def test_cli_train_smoke(tmp_path):
+    out = tmp_path / "cli" / "policy.pt"
+    cmd = [sys.executable, "-m", "partitiontuner.cli", "train", "--steps", "64", "--out", str(out), "--json",
+           "--set", "num_envs=2", "--set", "num_steps=32", "--set", "generated=2", "--set", "zoo_variants=0",
+           "--set", "channels=8", "--set", "hidden=16", "--set", "num_layers=1"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads(res.stdout.strip().splitlines()[-1])
+    assert summary["checkpoint"] == str(out) and summary["global_step"] == 64
+    assert {"mean", "max", "squeezenet", "resnet18"} <= set(summary["validation"])  # ratios to the best baseline
+    assert (tmp_path / "cli" / "logs" / "progress.csv").is_file()
+    bad = subprocess.run([sys.executable, "-m", "partitiontuner.cli", "train", "--resume", str(tmp_path / "none.pt")],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "checkpoint not found" in bad.stderr
+
+
+def test_shipped_policy_is_installed_and_plans():
+    path = shipped_checkpoint()
+    ck = load_checkpoint(path)
+    assert ck.optimizer is None and path.stat().st_size < 3 * 2**20
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["command"].startswith("partitiontuner train")
+    from partitiontuner.workflow import ProblemSpec, load_problem
+
+    pr = load_problem(ProblemSpec(model="squeezenet", profiles="fixture", progress=False))
+    plan = RLPlanner().plan(pr)
+    validate_plan(pr, plan)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "int" / "policy.pt"
+    cmd = [sys.executable, "-m", "partitiontuner.cli", "train", "--steps", "1000000", "--out", str(out), "--no-progress",
+           "--set", "num_envs=2", "--set", "num_steps=16", "--set", "generated=2", "--set", "zoo_variants=0",
+           "--set", "channels=8", "--set", "hidden=16", "--set", "num_layers=1", "--set", "bc_epochs=0",
+           "--set", "eval_every=0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    csv_path = tmp_path / "int" / "logs" / "progress.csv"
+    deadline = time.time() + 240
+    while time.time() < deadline and (not csv_path.is_file() or len(csv_path.read_text().splitlines()) < 3):
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    ck = load_checkpoint(out)
+    assert ck.iteration >= 2 and ck.envs is not None  # a boundary snapshot, ready to resume
