@@ -619,7 +619,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from partitiontuner.agents.registry import METHODS
-    from partitiontuner.evaluate import default_models, evaluate, rows_as_dicts, to_markdown, write_outputs
+    from partitiontuner.evaluate import (
+        default_models,
+        evaluate,
+        rows_as_dicts,
+        to_markdown,
+        write_outputs,
+    )
 
     models = args.models or default_models()
     methods = args.methods or list(METHODS)

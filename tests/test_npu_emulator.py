@@ -11,6 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
+
+from partitiontuner.errors import ProfileError
+from partitiontuner.graph import OpGraph, OpNode, load_graph
+from partitiontuner.platform import NpuConfig, load_platform
 from partitiontuner.profiling.npu_emulator import (
     NpuCost,
     group_cost,
@@ -19,10 +23,6 @@ from partitiontuner.profiling.npu_emulator import (
     op_latency_us,
     peak_macs_per_us,
 )
-
-from partitiontuner.errors import ProfileError
-from partitiontuner.graph import OpGraph, OpNode, load_graph
-from partitiontuner.platform import NpuConfig, load_platform
 
 BIG = dict(input_buffer_kib=1024.0, weight_buffer_kib=1024.0, acc_buffer_kib=1024.0)
 A16 = NpuConfig(rows=16, cols=16, clock_mhz=100.0, dram_bandwidth_gbps=1.0, vector_lanes=16, **BIG)

@@ -9,7 +9,15 @@ import yaml
 from graphs import chain, diamond, problem, two_pu_platform
 
 from partitiontuner.errors import InfeasiblePlanError
-from partitiontuner.plan import Partition, Plan, from_orders, load_plan, make_plan, save_plan, validate_plan
+from partitiontuner.plan import (
+    Partition,
+    Plan,
+    from_orders,
+    load_plan,
+    make_plan,
+    save_plan,
+    validate_plan,
+)
 
 
 @pytest.fixture

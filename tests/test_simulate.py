@@ -137,7 +137,7 @@ def _as_plan_partial(p: Problem, parts, pu, done) -> bool:
     g = p.graph
     owner = {v: i for i, ops in enumerate(parts) for v in ops}
     # convex: no path from a partition through other ops back into it
-    for i, ops in enumerate(parts):
+    for ops in parts:
         inside = set(ops)
         reach: set[int] = set()
         for v in sorted(done):
@@ -154,7 +154,7 @@ def _as_plan_partial(p: Problem, parts, pu, done) -> bool:
             deps[i].update(owner[u] for u in g.preds[v] if owner[u] != i)
     for j in set(pu):
         seq = [i for i in range(n) if pu[parts[i][0]] == j]
-        for a, b in zip(seq, seq[1:]):
+        for a, b in zip(seq, seq[1:], strict=False):
             deps[b].add(a)
     state = [0] * n
 
