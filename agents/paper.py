@@ -78,7 +78,6 @@ from __future__ import annotations
 import copy
 import itertools
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -97,7 +96,7 @@ from partitiontuner.agents.runs import (
     partition_edges,
     runs_in_sequence,
 )
-from partitiontuner.branches import cut_vertices
+from partitiontuner.branches import connected_components, cut_vertices
 from partitiontuner.errors import ConfigError
 from partitiontuner.graph import OpGraph
 from partitiontuner.plan import Plan
@@ -383,7 +382,7 @@ def _regions(graph: OpGraph) -> list[_Region]:
     for a, b in itertools.pairwise(bounds):
         if b - a <= 2:
             continue
-        comps = _components(graph, a + 1, b)
+        comps = connected_components(graph, tuple(range(a + 1, b)))
         if len(comps) >= 2:
             out.append(_Region(a, b, comps))
     return out
@@ -393,25 +392,6 @@ def parallel_blocks(graph: OpGraph) -> list[tuple[tuple[int, ...], ...]]:
     """Groups of >= 2 parallel branches: the weakly connected components of the ops
     strictly between consecutive cut vertices (and before the first / after the last)."""
     return [r.branches for r in _regions(graph)]
-
-
-def _components(graph: OpGraph, lo: int, hi: int) -> tuple[tuple[int, ...], ...]:
-    seen: set[int] = set()
-    comps = []
-    for s in range(lo, hi):
-        if s in seen:
-            continue
-        comp, queue = [], deque([s])
-        seen.add(s)
-        while queue:
-            u = queue.popleft()
-            comp.append(u)
-            for w in (*graph.preds[u], *graph.succs[u]):
-                if lo <= w < hi and w not in seen:
-                    seen.add(w)
-                    queue.append(w)
-        comps.append(tuple(sorted(comp)))
-    return tuple(comps)
 
 
 def schedule_parallel(problem: Problem, sim: Simulator, placement: Placement, max_mappings: int) -> tuple[Placement, int, list[int] | None]:

@@ -199,8 +199,10 @@ def speed(rl_greedy) -> list[dict]:
     return rows
 
 
-def markdown(rows: list[dict], speed_rows: list[dict], k: int) -> str:
-    lines = ["Ratios to the oracle (to the best plan known where some plan beat the oracle: marked *).", "",
+def markdown(rows: list[dict], speed_rows: list[dict], k: int, oracle_limit_s: float) -> str:
+    lines = [f"Ratios to the oracle (time limit {oracle_limit_s:.0f} s per problem; `proven` says whether it proved "
+             "optimality). Where some plan beat an unproven oracle plan, ratios are to the best plan known "
+             "(marked *).", "",
              f"| model | platform | split | ops | rl greedy | rl best-of-{k} | greedy | npu-first | partitiontuner | oracle us (proven) | rl time s |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
@@ -249,9 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     speed_rows = speed(rl_greedy) if "speed" in args.suites else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"checkpoint": str(rl_greedy.checkpoint), "samples": args.samples, "suites": args.suites}
+    meta = {"checkpoint": str(rl_greedy.checkpoint), "samples": args.samples, "suites": args.suites,
+            "oracle_time_limit_s": args.oracle_time_limit}
     out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "speed": speed_rows}, indent=1))
-    out.with_suffix(".md").write_text(markdown(rows, speed_rows, args.samples))
+    out.with_suffix(".md").write_text(markdown(rows, speed_rows, args.samples, args.oracle_time_limit))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 

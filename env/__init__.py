@@ -2,10 +2,12 @@
 state machine and the policy's features.
 
 Gymnasium 1.x (pinned ``>=1.0,<2``). Vector envs: use
-``autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP`` (as :mod:`partitiontuner.training.ppo`
-does), so the observation returned with ``terminated`` is already the next episode's
-first one and the finished episode's last observation and info sit in
-``info["final_obs"]`` / ``info["final_info"]``.
+``autoreset_mode=gymnasium.vector.AutoresetMode.SAME_STEP``, so the observation returned
+with ``terminated`` is already the next episode's first one and the finished episode's
+last observation and info sit in ``info["final_obs"]`` / ``info["final_info"]`` (the
+tests run it that way). PPO (:mod:`partitiontuner.training.ppo`) drives the same state
+machine and features without the padded observations, several episodes of one problem
+in lockstep, as the planner does.
 """
 
 from __future__ import annotations

@@ -117,13 +117,15 @@ def blocks(graph: OpGraph, cuts: tuple[int, ...] | None = None) -> tuple[Block, 
         gap = tuple(range(prev + 1, c))
         cut = c if c < graph.num_ops else None
         if gap or cut is not None:
-            comps = _components(graph, gap)
+            comps = connected_components(graph, gap)
             out.append(Block(len(out), gap, cut, comps, _width(graph, gap) if gap else 1))
         prev = c
     return tuple(out)
 
 
-def _components(graph: OpGraph, ops: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+def connected_components(graph: OpGraph, ops: tuple[int, ...]) -> tuple[tuple[int, ...], ...]:
+    """Weakly connected components of the subgraph induced by ``ops``, each sorted,
+    ordered by their first op."""
     inside = set(ops)
     seen: set[int] = set()
     comps = []

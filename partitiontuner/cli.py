@@ -554,11 +554,14 @@ def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train the RL policy with PPO (writes a checkpoint, CSV and TensorBoard logs)",
                        description="Train the GNN policy with PPO over the training corpus (zoo training split + "
                                    "generated DAGs). Every training option has a flag here or goes through --set.")
-    p.add_argument("--steps", type=int, default=None, help="environment steps to train for (default 800,000)")
+    p.add_argument("--steps", type=int, default=None, help="environment steps (sampled op decisions) to train for "
+                                                          "(default: Args.total_timesteps in training/ppo.py)")
     p.add_argument("--out", default=None, help="checkpoint path (default runs/ppo/policy.pt; logs next to it)")
     p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run exactly from its checkpoint")
     p.add_argument("--seed", type=int, default=None, help="seed of everything (default 1)")
-    p.add_argument("--num-envs", type=int, default=None, help="parallel environments (default 8)")
+    p.add_argument("--problems-per-iteration", type=int, default=None, help="corpus problems drawn per PPO iteration (default 8)")
+    p.add_argument("--samples-per-problem", type=int, default=None,
+                   help="sampled episodes per drawn problem, besides the greedy baseline episode (default 16)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
     p.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="stop with a checkpoint after MIN minutes")
     p.add_argument("--val-reference", choices=("baselines", "oracle"), default=None,
@@ -577,7 +580,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     overrides: dict[str, Any] = {}
     for flag, name in (("steps", "total_timesteps"), ("out", "out"), ("resume", "resume"), ("seed", "seed"),
-                       ("num_envs", "num_envs"), ("threads", "threads"), ("time_limit", "time_limit_min"),
+                       ("problems_per_iteration", "problems_per_iteration"), ("samples_per_problem", "samples_per_problem"),
+                       ("threads", "threads"), ("time_limit", "time_limit_min"),
                        ("val_reference", "val_reference")):
         if getattr(args, flag) is not None:
             overrides[name] = getattr(args, flag)

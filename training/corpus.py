@@ -43,7 +43,7 @@ from partitiontuner.problem import Problem
 from partitiontuner.profiling.build import CpuTable, assemble_profiles
 from partitiontuner.zoo import TRAIN_MODELS, UNSEEN_MODELS, load_model
 
-FAMILIES = ("chain", "residual", "inception", "nas", "mixer", "dense")
+FAMILIES = ("chain", "residual", "inception", "nas", "mixer", "dense", "mobile", "attention", "unet")
 NPU_OPS = ("Conv", "Gemm", "MatMul", "Relu", "Clip", "LeakyRelu", "Add", "Sum", "Mul", "Sub", "BatchNormalization",
            "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Reshape", "Flatten")
 
@@ -218,6 +218,7 @@ class _Net:
         self.input_shape = tuple(shape)
         self.count = 0
         self.ops = 0
+        self.opset = 13
 
     def _id(self, prefix: str) -> str:
         self.count += 1
@@ -309,14 +310,56 @@ class _Net:
         b, t, f = self.shape[x]
         return self._op("Transpose", [x], (b, f, t), perm=[0, 2, 1])
 
+    # more ops of exported models (attention, U-Net)
+    def linear(self, x: str, nout: int) -> str:
+        """A ``Linear`` on a rank-3+ tensor as PyTorch exports it: MatMul, then Add of the bias."""
+        y = self.matmul(x, nout)
+        return self._op("Add", [y, self._weight([nout], 0.0)], self.shape[y])
+
+    def layernorm(self, x: str) -> str:
+        d = self.shape[x][-1]
+        self.opset = max(self.opset, 17)
+        return self._op("LayerNormalization", [x, self._weight([d], 1.0), self._weight([d], 0.0)], self.shape[x], axis=-1)
+
+    def gelu(self, x: str) -> str:
+        self.opset = max(self.opset, 20)
+        return self._op("Gelu", [x], self.shape[x])
+
+    def scale(self, x: str, v: float) -> str:
+        return self._op("Div" if self.rng.random() < 0.7 else "Mul", [x, self._const(v)], self.shape[x])
+
+    def reshape(self, x: str, shape: Sequence[int]) -> str:
+        nid = self._id("shape")
+        self.inits.append(helper.make_tensor(nid, TensorProto.INT64, [len(shape)], list(shape)))
+        return self._op("Reshape", [x, nid], tuple(shape))
+
+    def permute(self, x: str, perm: Sequence[int]) -> str:
+        return self._op("Transpose", [x], tuple(self.shape[x][i] for i in perm), perm=list(perm))
+
+    def matmul2(self, a: str, b: str) -> str:
+        """Product of two activations (attention scores, attention-weighted values)."""
+        *lead, m, _ = self.shape[a]
+        return self._op("MatMul", [a, b], (*lead, m, self.shape[b][-1]))
+
+    def upsample(self, x: str, cout: int) -> str:
+        """Double the resolution: ConvTranspose 2x2 / stride 2, or Resize (x2) + 1x1 conv."""
+        n, c, h, w = self.shape[x]
+        if self.rng.random() < 0.6:
+            wt = self._weight([c, cout, 2, 2], 0.01)
+            return self._op("ConvTranspose", [x, wt], (n, cout, 2 * h, 2 * w), kernel_shape=[2, 2], strides=[2, 2])
+        nid = self._id("scales")
+        self.inits.append(helper.make_tensor(nid, TensorProto.FLOAT, [4], [1.0, 1.0, 2.0, 2.0]))
+        y = self._op("Resize", [x, "", nid], (n, c, 2 * h, 2 * w), mode=str(self.rng.choice(["nearest", "linear"])))
+        return self.conv(y, cout, 1)
+
     def model(self, outputs: list[str]) -> onnx.ModelProto:
         graph = helper.make_graph(
             self.nodes, self.name, [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(self.input_shape))],
             [helper.make_tensor_value_info(o, TensorProto.FLOAT, list(self.shape[o])) for o in outputs],
             initializer=self.inits,
         )
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-        m.ir_version = 8
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", self.opset)])
+        m.ir_version = 8 if self.opset <= 17 else 9
         return m
 
 
@@ -513,14 +556,103 @@ def _dense(net: _Net, rng: np.random.Generator, target: int) -> str:
     return _head(net, norm_act(x), rng)
 
 
+def _mobile(net: _Net, rng: np.random.Generator, target: int) -> str:
+    """MobileNetV2-like inverted residuals: 1x1 expansion, 3x3 depthwise (which an NPU
+    without grouped convolutions cannot run), 1x1 projection, residual Add; ReLU6 as
+    Clip; BatchNormalization folded into the convs (as PyTorch exports) or not."""
+    fold = rng.random() < 0.6
+    kind = "clip" if rng.random() < 0.7 else "relu"
+
+    def cba(t: str, cout: int, k: int, stride: int = 1, groups: int = 1, act: bool = True) -> str:
+        t = net.conv(t, cout, k, stride, groups)
+        t = t if fold else net.bn(t)
+        return net.act(t, kind) if act else t
+
+    c = int(rng.choice([16, 24, 32]))
+    x = cba("x", c, 3, 2)
+    while net.ops < target - 10:
+        expand = int(rng.choice([1, 4, 6, 6]))
+        stride = 2 if (rng.random() < 0.2 and net.shape[x][2] >= 8) else 1
+        cout = c if (stride == 1 and rng.random() < 0.6) else min(int(c * rng.choice([1.5, 2])) // 8 * 8, 512)
+        hidden = c * expand
+        y = x if expand == 1 else cba(x, hidden, 1)
+        y = cba(y, hidden, 3, stride, groups=hidden)
+        y = cba(y, cout, 1, act=False)
+        x = net.add(x, y) if (stride == 1 and cout == c) else y
+        c = cout
+    x = net.flatten(net.gap(cba(x, int(rng.choice([640, 1280])), 1)))
+    return net.gemm(x, int(rng.choice([10, 100, 1000])))
+
+
+def _attention(net: _Net, rng: np.random.Generator, target: int) -> str:
+    """Transformer encoder layers as PyTorch exports them with explicit heads: LayerNorm,
+    Q/K/V linears (MatMul + Add), Reshape + Transpose into heads, scores MatMul, scale,
+    Softmax, weighted MatMul, Transpose + Reshape back, output linear, residual Adds, and
+    an MLP with GELU (or ReLU); pre- or post-norm."""
+    b, t, d = net.input_shape
+    heads = int(rng.choice([h for h in (2, 4, 8) if d % h == 0]))
+    dh = d // heads
+    pre = rng.random() < 0.7
+    gelu = rng.random() < 0.7
+    x = "x"
+    while net.ops == 0 or net.ops < target - 15:
+        y = net.layernorm(x) if pre else x
+        q, k, v = (net.permute(net.reshape(net.linear(y, d), (b, t, heads, dh)), (0, 2, 1, 3)) for _ in range(3))
+        kt = net.permute(k, (0, 1, 3, 2))
+        s = net._op("Softmax", [net.scale(net.matmul2(q, kt), math.sqrt(dh))], (b, heads, t, t), axis=-1)
+        o = net.reshape(net.permute(net.matmul2(s, v), (0, 2, 1, 3)), (b, t, d))
+        x = net._op("Add", [x, net.linear(o, d)], (b, t, d))
+        if not pre:
+            x = net.layernorm(x)
+        y = net.layernorm(x) if pre else x
+        y = net.linear(y, 4 * d)
+        y = net.gelu(y) if gelu else net.act(y)
+        x = net._op("Add", [x, net.linear(y, d)], (b, t, d))
+        if not pre:
+            x = net.layernorm(x)
+    return net.layernorm(x) if pre else x
+
+
+def _unet(net: _Net, rng: np.random.Generator, target: int) -> str:
+    """A U-Net: double-conv encoder stages with max-pooling, a bottleneck, decoder stages
+    that up-sample (ConvTranspose or Resize) and concatenate the encoder's skip tensor."""
+    levels = int(rng.integers(2, 5))
+    while levels > 1 and net.shape["x"][2] >> levels < 4:
+        levels -= 1
+    use_bn = rng.random() < 0.3
+    convs = int(np.clip(round((target - 3 * levels) / ((2 * levels + 1) * (3 if use_bn else 2))), 2, 6))
+    c = int(rng.choice([16, 32, 64]))
+
+    def stage(t: str, cout: int) -> str:
+        for _ in range(convs):
+            t = net.conv(t, cout, 3)
+            t = net.act(net.bn(t) if use_bn else t)
+        return t
+
+    x, skips = "x", []
+    for lvl in range(levels):
+        x = stage(x, c << lvl)
+        skips.append(x)
+        n, ch, h, w = net.shape[x]
+        x = net._op("MaxPool", [x], (n, ch, h // 2, w // 2), kernel_shape=[2, 2], strides=[2, 2])
+    x = stage(x, c << levels)
+    for lvl in reversed(range(levels)):
+        x = net.concat([net.upsample(x, c << lvl), skips[lvl]])
+        x = stage(x, c << lvl)
+    return net.conv(x, int(rng.choice([1, 2, 4, 21])), 1)
+
+
 _BUILDERS = {"chain": _chain, "residual": _residual, "inception": _inception, "nas": _nas, "mixer": _mixer,
-             "dense": _dense}
+             "dense": _dense, "mobile": _mobile, "attention": _attention, "unet": _unet}
 
 
 def generate_model(rng: np.random.Generator, family: str, target_ops: int, name: str) -> onnx.ModelProto:
     """A random model of ``family`` with about ``target_ops`` ops (within a block's size)."""
-    side = int(rng.choice([64, 96, 128, 160, 224]))
-    net = _Net(name, rng, (1, 3, side, side))
+    if family == "attention":  # tokens x features
+        net = _Net(name, rng, (1, int(rng.choice([32, 64, 128, 196])), int(rng.choice([64, 128, 256, 384]))))
+    else:
+        side = int(rng.choice([64, 96, 128, 160, 224]))
+        net = _Net(name, rng, (1, 3, side, side))
     out = _BUILDERS[family](net, rng, target_ops)
     return net.model([out])
 

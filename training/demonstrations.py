@@ -144,8 +144,22 @@ def rollout_makespan(ctx: ProblemContext, actions: Sequence[int]) -> float:
     return ctx.sim.plan_makespan(finish_plan(ctx, st))
 
 
-def best_demonstration(ctx: ProblemContext) -> tuple[list[int], float, str]:
-    """The best of the replayed baselines and the heuristics: ``(actions, makespan, source)``."""
+def oracle_plan(problem: Problem, time_limit_s: float) -> Plan | None:
+    """The oracle's plan if it proves optimality within ``time_limit_s`` on one thread,
+    else ``None`` (a plan found before the limit would depend on the machine's speed,
+    and training must be a function of its seed). Never call this on an unseen model:
+    :func:`partitiontuner.training.corpus.build_corpus` keeps them out of the corpus."""
+    from partitiontuner.agents.oracle import OraclePlanner
+    from partitiontuner.zoo import UNSEEN_MODELS
+
+    assert problem.graph.name not in UNSEEN_MODELS, "oracle demonstrations are for training problems only"
+    plan = OraclePlanner(time_limit_s=time_limit_s, workers=1).plan(problem)
+    return plan if plan.info.get("proven_optimal") else None
+
+
+def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple[list[int], float, str]:
+    """The best of the replayed baselines, the heuristics and (``oracle_time_s > 0``)
+    the replayed oracle plan: ``(actions, makespan, source)``."""
     from partitiontuner.agents.baselines import NpuFirstPlanner
     from partitiontuner.agents.greedy import GreedyPlanner
     from partitiontuner.agents.heft import HeftPlanner
@@ -162,6 +176,11 @@ def best_demonstration(ctx: ProblemContext) -> tuple[list[int], float, str]:
     for kind in HEURISTICS:
         actions = heuristic_actions(ctx, kind)
         candidates.append((rollout_makespan(ctx, actions), kind, actions))
+    if oracle_time_s > 0:
+        plan = oracle_plan(ctx.problem, oracle_time_s)
+        if plan is not None:
+            actions = replay_actions(ctx, plan)
+            candidates.append((rollout_makespan(ctx, actions), "oracle", actions))
     makespan, source, actions = min(candidates, key=lambda c: (c[0], c[1]))
     return actions, makespan, source
 
@@ -190,10 +209,11 @@ class Demonstration:
     source: str
 
 
-def demonstration(problem: Problem) -> Demonstration:
-    """Record the best demonstration of ``problem`` with the policy's inputs."""
+def demonstration(problem: Problem, oracle_time_s: float = 0.0) -> Demonstration:
+    """Record the best demonstration of ``problem`` with the policy's inputs (see
+    :func:`best_demonstration`)."""
     ctx = ProblemContext(problem)
-    expert, makespan, source = best_demonstration(ctx)
+    expert, makespan, source = best_demonstration(ctx, oracle_time_s)
     p = problem.num_pus
     st = ScheduleState(problem, ctx.order, ctx.sim)
     pus, acts, masks, globs, partial, current = [], [], [], [], [], []
