@@ -572,3 +572,24 @@ def test_never_beaten_on_zoo_models(zoo_graph, model, platform_name):
             continue  # that planner is not available yet
         makespan = sim.plan_makespan(other.plan(prob))
         assert best <= makespan + tol, (method, best, makespan)
+
+
+def test_unproven_oracle_is_never_worse_than_the_quick_planners(zoo_graph):
+    """Stopped before it proves optimality (Inception v2 on two NPUs, 2 s), the oracle
+    returns the better of its search's plan and the quick planners', and still reports
+    the search's lower bound with a positive gap."""
+    fixtures = pytest.importorskip("partitiontuner.profiling.fixtures")
+    registry = pytest.importorskip("partitiontuner.agents.registry")
+    g = zoo_graph("inception_v2")
+    platform = load_platform("cpu-2npu")
+    prob = Problem(g, platform, fixtures.fixture_profiles(g, platform))
+    sim = Simulator(prob)
+    plan = OraclePlanner(time_limit_s=2.0, workers=1).plan(prob)
+    validate_plan(prob, plan)
+    info = plan.info
+    assert not info["proven_optimal"] and info["gap"] > 0
+    assert info["lower_bound_us"] <= info["makespan_us"] == pytest.approx(sim.plan_makespan(plan))
+    assert info["incumbent"] in ("search", "npu-first", "greedy", "partitiontuner", "heft")
+    for method in ("npu-first", "greedy", "partitiontuner", "heft"):
+        other = sim.plan_makespan(registry.make_planner(method).plan(prob))
+        assert info["makespan_us"] <= other + rounding_error_us(prob.num_ops), method

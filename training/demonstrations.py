@@ -36,56 +36,47 @@ from partitiontuner.problem import Problem
 HEURISTICS = ("myopic", "lookahead", "dp")
 
 
-def _myopic(st: ScheduleState) -> tuple[int, int]:
+def _argmin_action(st: ScheduleState, key) -> tuple[int, int]:
+    """The allowed action ``(pu, join)`` with the least ``key(pu, join)`` (ties: the
+    key's later fields, then the lower PU and join bit)."""
     mask = st.action_mask()
-    best = None
-    for p in range(st.num_pus):
-        for b in (0, 1):
-            if mask[p, b]:
-                c = st.evaluate(p, bool(b))
-                key = (c.makespan_us, c.end_us, p, b)
-                if best is None or key < best:
-                    best = key
-    assert best is not None
-    return best[2], best[3]
+    keys = [(*key(p, b), p, b) for p in range(st.num_pus) for b in (0, 1) if mask[p, b]]
+    assert keys, "no allowed action"
+    best = min(keys)
+    return best[-2], best[-1]
+
+
+def _myopic(st: ScheduleState) -> tuple[int, int]:
+    def key(p: int, b: int) -> tuple[float, ...]:
+        c = st.evaluate(p, bool(b))
+        return c.makespan_us, c.end_us
+
+    return _argmin_action(st, key)
 
 
 def _lookahead(st: ScheduleState, depth: int = 2) -> tuple[int, int]:
-    mask = st.action_mask()
-    best = None
-    for p in range(st.num_pus):
-        for b in (0, 1):
-            if not mask[p, b]:
-                continue
-            first = st.evaluate(p, bool(b)).makespan_us
-            records = [st.apply(p, bool(b))]
-            for _ in range(depth):
-                if st.done:
-                    break
-                q, c = _myopic(st)
-                records.append(st.apply(q, bool(c)))
-            key = (st.makespan, first, p, b)
-            for r in reversed(records):
-                st.undo(r)
-            if best is None or key < best:
-                best = key
-    assert best is not None
-    return best[2], best[3]
+    def key(p: int, b: int) -> tuple[float, ...]:
+        first = st.evaluate(p, bool(b)).makespan_us
+        records = [st.apply(p, bool(b))]
+        for _ in range(depth):
+            if st.done:
+                break
+            q, c = _myopic(st)
+            records.append(st.apply(q, bool(c)))
+        k = (st.makespan, first)
+        for r in reversed(records):
+            st.undo(r)
+        return k
+
+    return _argmin_action(st, key)
 
 
 def _dp(ctx: ProblemContext, st: ScheduleState) -> tuple[int, int]:
-    mask = st.action_mask()
-    best = None
-    for p in range(st.num_pus):
-        for b in (0, 1):
-            if mask[p, b]:
-                c = st.evaluate(p, bool(b))
-                rest = ctx.dp_costs(st, p)[b]
-                key = (c.end_us - c.work_delta_us + rest, c.makespan_us, p, b)
-                if best is None or key < best:
-                    best = key
-    assert best is not None
-    return best[2], best[3]
+    def key(p: int, b: int) -> tuple[float, ...]:
+        c = st.evaluate(p, bool(b))
+        return c.end_us - c.work_delta_us + ctx.dp_costs(st, p)[b], c.makespan_us
+
+    return _argmin_action(st, key)
 
 
 def heuristic_actions(ctx: ProblemContext, kind: str) -> list[int]:
