@@ -239,7 +239,8 @@ class OraclePlanner(Planner):
     (CP-SAT solves, and blocks equal to one already solved); ``solve_time_s``;
     ``time_unit_us`` and ``rounding_error_us`` (see
     :mod:`partitiontuner.agents.oracle_model`); ``incumbent``: ``search``, or the quick
-    planner whose plan beat the search's when it stopped unproven (the lower bound
+    planner (the classical ones or the shipped RL policy, greedy) whose plan beat the
+    search's when it stopped unproven (the lower bound
     still comes from the search).
     """
 
@@ -313,13 +314,21 @@ class OraclePlanner(Planner):
     @staticmethod
     def _heuristic_plans(problem: Problem) -> Iterable[tuple[str, Plan]]:
         """The quick planners' plans (those that satisfy the problem's constraints):
-        incumbents when the search is stopped before proving optimality."""
+        incumbents when the search is stopped before proving optimality. The shipped
+        RL policy's greedy plan is one of them when the policy can be loaded."""
         from partitiontuner.agents.baselines import NpuFirstPlanner
         from partitiontuner.agents.greedy import GreedyPlanner
         from partitiontuner.agents.heft import HeftPlanner
         from partitiontuner.agents.paper import PartitionTunerPlanner
 
-        for planner in (NpuFirstPlanner(), GreedyPlanner(), PartitionTunerPlanner(), HeftPlanner()):
+        planners: list[Planner] = [NpuFirstPlanner(), GreedyPlanner(), PartitionTunerPlanner(), HeftPlanner()]
+        try:
+            from partitiontuner.agents.rl_planner import RLPlanner
+
+            planners.append(RLPlanner())
+        except (ImportError, ConfigError):
+            pass  # no torch or no shipped policy: the classical incumbents only
+        for planner in planners:
             try:
                 plan = planner.plan(problem)
                 validate_plan(problem, plan)

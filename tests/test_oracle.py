@@ -589,7 +589,7 @@ def test_unproven_oracle_is_never_worse_than_the_quick_planners(zoo_graph):
     info = plan.info
     assert not info["proven_optimal"] and info["gap"] > 0
     assert info["lower_bound_us"] <= info["makespan_us"] == pytest.approx(sim.plan_makespan(plan))
-    assert info["incumbent"] in ("search", "npu-first", "greedy", "partitiontuner", "heft")
-    for method in ("npu-first", "greedy", "partitiontuner", "heft"):
+    assert info["incumbent"] in ("search", "npu-first", "greedy", "partitiontuner", "heft", "rl")
+    for method in ("npu-first", "greedy", "partitiontuner", "heft", "rl"):
         other = sim.plan_makespan(registry.make_planner(method).plan(prob))
         assert info["makespan_us"] <= other + rounding_error_us(prob.num_ops), method
