@@ -663,8 +663,8 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
 
 def _drop_first_episode(tr: Trajectories) -> Trajectories:
     """The sampled episodes of a rollout whose episode 0 is the greedy baseline."""
-    return Trajectories(*(t[:, 1:] if t.dim() > 1 else t[1:] for t in (
-        tr.current, tr.pu, tr.actions, tr.mask, tr.glob, tr.action, tr.logprob, tr.value, tr.partial_us, tr.makespan_us)))
+    return Trajectories(**{f.name: (t[:, 1:] if t.dim() > 1 else t[1:]) for f in fields(Trajectories)
+                           for t in [getattr(tr, f.name)]})
 
 
 class _Progress:
