@@ -1,8 +1,12 @@
 """The ``partitiontuner`` command: parse, call the library, print.
 
-Every command that reports numbers takes ``--json`` and then prints exactly one JSON
-object on stdout. User errors (:class:`PartitionTunerError`) print one line on stderr
-and exit 2; ``--debug`` shows the traceback instead.
+Every command takes ``--debug`` (show tracebacks) and every command that reports
+numbers takes ``--json``, which prints exactly one JSON object on stdout: the
+``to_dict()`` of the command's result record (:mod:`partitiontuner.results`, the
+executor's, exporter's and evaluator's results). Otherwise :mod:`partitiontuner.render`
+prints tables (plain text when stdout is not a terminal). Errors go through
+:func:`partitiontuner.errors.run_entry_point`: a user error is one line on stderr and
+exit 2; ``run`` exits 3 when the plan's outputs differ from the whole-model run.
 """
 
 from __future__ import annotations
@@ -13,17 +17,32 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+from partitiontuner import __version__, render
+from partitiontuner.errors import ConfigError, run_entry_point
 
-from partitiontuner import __version__
-from partitiontuner.errors import ConfigError, PartitionTunerError
-
-EXIT_USER_ERROR = 2
+#: ``run``: the plan ran, but its outputs differ from the whole-model run
+EXIT_OUTPUTS_DIFFER = 3
+DEFAULT_PLATFORM = "cpu-npu"
 
 
 # ---------------------------------------------------------------------------------
-# shared options
+# shared setup: every command is made by _command, which adds --json and --debug
+
+
+def _add_debug_alias(p: argparse.ArgumentParser) -> None:
+    """Accept ``--debug`` after the command too; the SUPPRESS default keeps the
+    subparser from overwriting the top-level flag."""
+    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks of errors")
+
+
+def _command(sub, name: str, func, help: str, *, json_flag: bool = True, **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with the options every command shares (``--debug``, ``--json``)."""
+    p = sub.add_parser(name, help=help, **kwargs)
+    if json_flag:
+        p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+    _add_debug_alias(p)
+    p.set_defaults(func=func)
+    return p
 
 
 def _shape_arg(text: str) -> tuple[str, tuple[int, ...]]:
@@ -47,12 +66,32 @@ def _add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
     p.add_argument("--batch-size", type=int, default=None, help="batch size (first dim of every input)")
 
 
-def _add_problem_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--platform", default="cpu-npu", help="platform preset name or YAML file (default: cpu-npu)")
+def _add_platform_arg(p: argparse.ArgumentParser, *, from_plan: bool = False) -> None:
+    if from_plan:
+        p.add_argument("--platform", default=None,
+                       help="platform preset name or YAML file (default: the platform saved in the plan)")
+    else:
+        p.add_argument("--platform", default=DEFAULT_PLATFORM,
+                       help=f"platform preset name or YAML file (default: {DEFAULT_PLATFORM})")
+
+
+def _add_profiles_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles", default="measure",
                    help="measure (on this machine, cached; default), fixture (committed numbers) or a profile .json")
+
+
+def _add_problem_args(p: argparse.ArgumentParser, *, from_plan: bool = False) -> None:
+    _add_platform_arg(p, from_plan=from_plan)
+    _add_profiles_arg(p)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of every CPU PU")
     p.add_argument("--refresh", action="store_true", help="re-measure profiles even if cached")
+
+
+def _add_saved_plan_args(p: argparse.ArgumentParser) -> None:
+    """MODEL PLAN and the problem options of a command on a saved plan."""
+    _add_model_args(p)
+    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
+    _add_problem_args(p, from_plan=True)
 
 
 def _add_constraint_args(p: argparse.ArgumentParser) -> None:
@@ -62,7 +101,8 @@ def _add_constraint_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-partitions", type=int, default=None, help="at most N partitions")
     g.add_argument("--min-partition-ops", type=int, default=None, help="at least K ops per partition")
     g.add_argument("--constraints", default=None, metavar="FILE", help="YAML file with pin / forbid / max_partitions / min_partition_ops / strict")
-    g.add_argument("--strict", action="store_true", help="fail if any op lands on the CPU only because the NPU cannot run it")
+    g.add_argument("--strict", action="store_true",
+                   help="fail if any op lands on a CPU only because no NPU can run it (on every platform)")
 
 
 def _constraints(args: argparse.Namespace):
@@ -79,12 +119,12 @@ def _constraints(args: argparse.Namespace):
     return base.merged(flags)
 
 
-def _spec(args: argparse.Namespace, progress: bool = True):
+def _spec(args: argparse.Namespace, progress: bool = True, platform: str | None = None):
     from partitiontuner.workflow import ProblemSpec
 
     return ProblemSpec(
         model=args.model,
-        platform=getattr(args, "platform", "cpu-npu"),
+        platform=platform or getattr(args, "platform", None) or DEFAULT_PLATFORM,
         profiles=getattr(args, "profiles", "measure"),
         input_shapes=dict(getattr(args, "input_shape", [])),
         batch_size=getattr(args, "batch_size", None),
@@ -95,113 +135,69 @@ def _spec(args: argparse.Namespace, progress: bool = True):
     )
 
 
+def _saved_plan_problem(args: argparse.Namespace):
+    """The problem and plan of a command on a saved plan, on the plan's own platform
+    unless ``--platform`` says otherwise (said on stderr when it matters)."""
+    from partitiontuner.plan import load_plan
+    from partitiontuner.workflow import load_problem, platform_for_plan
+
+    choice = platform_for_plan(args.platform, args.plan, DEFAULT_PLATFORM)
+    if choice.note:
+        render.note(choice.note, "warning" if choice.source == "option" else "note")
+    problem = load_problem(_spec(args, platform=choice.platform))
+    return problem, load_plan(problem, args.plan), choice.source
+
+
+def _check_outputs(*paths: tuple[str | None, str]) -> None:
+    """Refuse unwritable output files before any long work."""
+    from partitiontuner.atomic import check_writable
+
+    for path, what in paths:
+        if path:
+            check_writable(path, what=what)
+
+
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=None, separators=(",", ":"), allow_nan=False) + "\n")
 
 
-def _console() -> Console:
-    return Console(highlight=False)
+def _console():
+    return render.console()
 
 
 # ---------------------------------------------------------------------------------
 # models / graph
 
 
-def _add_debug_alias(p: argparse.ArgumentParser) -> None:
-    """Accept ``--debug`` after the command too (``main`` looks for it in argv); the
-    SUPPRESS default keeps the subparser from overwriting the top-level flag."""
-    p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
-
-
 def _add_models(sub) -> None:
-    p = sub.add_parser("models", help="list the built-in models")
-    p.add_argument("--json", action="store_true")
-    _add_debug_alias(p)
-    p.set_defaults(func=_cmd_models)
+    _command(sub, "models", _cmd_models, "list the built-in models")
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
-    from partitiontuner.zoo import UNSEEN_MODELS, ZOO, load_model
+    from partitiontuner.results import list_models
 
-    rows = []
-    for name, m in ZOO.items():
-        g = load_model(name)
-        rows.append({"name": name, "description": m.description, "paper": m.paper, "num_ops": g.num_ops,
-                     "input_shape": list(g.inputs[0].shape), "gflops": round(g.total_flops / 1e9, 3),
-                     "rl_split": "unseen" if name in UNSEEN_MODELS else "train"})
+    rows = list_models()
     if args.json:
-        _print_json({"models": rows})
-        return 0
-    t = Table(title="Built-in models")
-    for col in ("name", "ops", "input shape", "GFLOPs", "paper", "RL split", "description"):
-        t.add_column(col)
-    for r in rows:
-        t.add_row(r["name"], str(r["num_ops"]), "x".join(map(str, r["input_shape"])), f"{r['gflops']:.3f}",
-                  "yes" if r["paper"] else "", r["rl_split"], r["description"])
-    _console().print(t)
+        _print_json({"models": [r.to_dict() for r in rows]})
+    else:
+        render.models(_console(), rows)
     return 0
 
 
 def _add_graph(sub) -> None:
-    p = sub.add_parser("graph", help="ops, FLOPs, branches and blocks of a model")
+    p = _command(sub, "graph", _cmd_graph, "ops, FLOPs, branches and blocks of a model")
     _add_model_args(p)
-    p.add_argument("--json", action="store_true")
-    _add_debug_alias(p)
-    p.set_defaults(func=_cmd_graph)
 
 
 def _cmd_graph(args: argparse.Namespace) -> int:
-    from collections import Counter
-
-    from partitiontuner.branches import analyse
+    from partitiontuner.results import GraphSummary
     from partitiontuner.zoo import load_model
 
-    g = load_model(args.model, input_shapes=dict(args.input_shape), batch_size=args.batch_size)
-    s = analyse(g)
-    names = [n.name for n in g.nodes]
+    summary = GraphSummary.of(load_model(args.model, input_shapes=dict(args.input_shape), batch_size=args.batch_size))
     if args.json:
-        _print_json({
-            "model": g.name, "hash": g.content_hash, "num_ops": g.num_ops,
-            "gflops": round(g.total_flops / 1e9, 6), "num_edges": len(g.edges),
-            "inputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.inputs],
-            "outputs": [{"name": t.name, "shape": list(t.shape), "dtype": t.dtype} for t in g.outputs],
-            "num_blocks": len(s.blocks), "max_block_ops": s.max_block_ops,
-            "max_parallel_width": s.max_parallel_width,
-            "cut_vertices": [names[c] for c in s.cut_vertices],
-            "blocks": [{"ops": [names[v] for v in b.ops], "width": b.width,
-                        "branches": [[names[v] for v in br] for br in b.branches]} for b in s.blocks],
-            "sequential_branches": [[names[v] for v in br] for br in s.sequential_branches],
-            "ops": [{"name": n.name, "op_type": n.op_type, "output_shape": list(n.output_shapes[0]) if n.output_shapes else [],
-                     "flops": n.flops, "bytes_read": n.bytes_read, "bytes_written": n.bytes_written,
-                     "weight_bytes": n.weight_bytes} for n in g.nodes],
-        })
-        return 0
-    con = _console()
-    con.print(f"[bold]{g.name}[/bold]  {g.num_ops} ops, {len(g.edges)} edges, {g.total_flops / 1e9:.3f} GFLOPs, "
-              f"inputs {', '.join(t.name + ' ' + 'x'.join(map(str, t.shape)) for t in g.inputs)}")
-    t = Table(title="Ops by type")
-    for col in ("op type", "count", "GFLOPs", "weights MiB"):
-        t.add_column(col, justify="right" if col != "op type" else "left")
-    counts = Counter(n.op_type for n in g.nodes)
-    for op_type, k in counts.most_common():
-        fl = sum(n.flops for n in g.nodes if n.op_type == op_type)
-        wb = sum(n.weight_bytes for n in g.nodes if n.op_type == op_type)
-        t.add_row(op_type, str(k), f"{fl / 1e9:.4f}", f"{wb / 2**20:.2f}")
-    con.print(t)
-    big = max(s.blocks, key=lambda b: len(b.ops))
-    con.print(f"{len(s.cut_vertices)} cut vertices, {len(s.blocks)} blocks; largest block {len(big.ops)} ops "
-              f"(ending at {names[big.cut] if big.cut is not None else 'the outputs'}); max parallel width {s.max_parallel_width}")
-    multi = [b for b in s.blocks if len(b.branches) > 1]
-    if multi:
-        bt = Table(title="Blocks with parallel branches")
-        for col in ("block", "ops", "width", "branches (first op .. last op, length)"):
-            bt.add_column(col)
-        for b in multi:
-            desc = "; ".join(f"{names[br[0]]}..{names[br[-1]]} ({len(br)})" for br in b.branches)
-            bt.add_row(str(b.index), str(len(b.ops)), str(b.width), desc)
-        con.print(bt)
-    con.print(f"{len(s.sequential_branches)} sequential branches; longest "
-              f"{max(len(b) for b in s.sequential_branches)} ops")
+        _print_json(summary.to_dict())
+    else:
+        render.graph(_console(), summary)
     return 0
 
 
@@ -236,7 +232,7 @@ def _planner(args: argparse.Namespace):
 
 
 def _add_plan(sub) -> None:
-    p = sub.add_parser("plan", help="make a plan (default: squeezenet on cpu-npu with the RL policy)")
+    p = _command(sub, "plan", _cmd_plan, "make a plan (default: squeezenet on cpu-npu with the RL policy)")
     _add_model_args(p, optional=True)
     _add_problem_args(p)
     _add_planner_args(p)
@@ -245,141 +241,67 @@ def _add_plan(sub) -> None:
     p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
     p.add_argument("--dot", default=None, help="write the partitioned graph as Graphviz DOT")
     p.add_argument("--report", action="store_true", help="print where every op runs and why")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_plan)
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
-    import time
+    from dataclasses import replace
 
-    from partitiontuner.plan import save_plan, validate_plan
-    from partitiontuner.report import check_strict, placement_report
-    from partitiontuner.simulate import simulate
+    from partitiontuner.plan import save_plan
+    from partitiontuner.results import PlanResult
     from partitiontuner.workflow import load_problem
 
+    _check_outputs((args.out, "plan"), (args.gantt, "Gantt chart"), (args.dot, "DOT graph"))
     planner = _planner(args)
     problem = load_problem(_spec(args))
-    t0 = time.perf_counter()
-    plan = planner.plan(problem)
-    planning_time = time.perf_counter() - t0
-    validate_plan(problem, plan)
-    sim = simulate(problem, plan)
-    report = placement_report(problem, plan, sim)
-    if problem.constraints.strict:
-        check_strict(problem, report)
-    warning = report.fallback_summary()
+    res = PlanResult.compute(problem, planner)
+    title = f"{problem.graph.name} on {problem.platform.name}: {res.plan.method}"
+    files: dict[str, str] = {}
     if args.out:
-        save_plan(problem, plan, args.out, sim.makespan_us, sim.parallel_pairs())
+        save_plan(problem, res.plan, args.out, res.sim.makespan_us, res.sim.parallel_pairs())
+        files["plan"] = args.out
     if args.gantt:
         from partitiontuner.viz import gantt_chart
 
-        gantt_chart(problem, plan, sim, args.gantt, title=f"{problem.graph.name} on {problem.platform.name}: {plan.method}")
+        gantt_chart(problem, res.plan, res.sim, args.gantt, title=title)
+        files["Gantt chart"] = args.gantt
     if args.dot:
         from partitiontuner.viz import write_dot
 
-        write_dot(problem, plan, args.dot)
+        write_dot(problem, res.plan, args.dot)
+        files["DOT graph"] = args.dot
+    res = replace(res, out=args.out, files=files)
     if args.json:
-        rep = report.to_dict()
-        _print_json({
-            "model": problem.graph.name, "platform": problem.platform.name, "method": plan.method,
-            "makespan_us": round(sim.makespan_us, 3), "planning_time_s": round(planning_time, 4),
-            "num_partitions": plan.num_partitions, "profiles": problem.profiles.source,
-            "partitions": [{"id": p["id"], "device": p["device"], "ops": p["ops"], "start_us": p["start_us"],
-                            "end_us": p["end_us"], "parallel_with": p["parallel_with"]} for p in rep["partitions"]],
-            "placement": rep["placement"],
-            "info": {k: v for k, v in plan.info.items()},
-            "warnings": [warning] if warning else [],
-            "out": args.out,
-        })
+        _print_json(res.to_dict())
         return 0
-    if warning:
-        print(f"partitiontuner: warning: {warning}", file=sys.stderr)
-    con = _console()
-    _print_partitions(con, problem, report)
-    if args.report:
-        _print_report(con, report)
-    busy = sim.busy_us()
-    util = ", ".join(f"{pu} {100 * busy.get(pu, 0.0) / sim.makespan_us:.0f}%" for pu in problem.pus)
-    con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name} with {plan.method}: "
-              f"makespan [bold]{sim.makespan_us:.1f} us[/bold], {plan.num_partitions} partitions, "
-              f"planned in {planning_time:.3f} s (busy: {util}; profiles: {problem.profiles.source})")
-    for key in ("proven_optimal", "lower_bound_us", "gap"):
-        if key in plan.info:
-            con.print(f"  {key}: {plan.info[key]}")
-    if args.out:
-        con.print(f"plan written to {args.out}")
+    for warning in res.warnings:
+        render.note(warning, "warning")
+    render.plan(_console(), res, show_report=args.report)
     return 0
 
 
-def _print_partitions(con: Console, problem, report) -> None:
-    t = Table(title="Partitions")
-    for col in ("id", "PU", "ops", "first .. last op", "start us", "end us", "time us", "parallel with"):
-        t.add_column(col, justify="right" if col not in ("PU", "first .. last op", "parallel with") else "left")
-    for p in report.partitions:
-        span = p.ops[0] if len(p.ops) == 1 else f"{p.ops[0]} .. {p.ops[-1]}"
-        t.add_row(str(p.index), p.device, str(len(p.ops)), span, f"{p.start_us:.1f}", f"{p.end_us:.1f}",
-                  f"{p.predicted_us:.1f}", ",".join(map(str, p.parallel_with[:6])) + ("..." if len(p.parallel_with) > 6 else ""))
-    con.print(t)
-
-
-def _print_report(con: Console, report) -> None:
-    t = Table(title="Placement report")
-    for col in ("op", "type", "PU", "part", "start us", "end us", "reason", "detail"):
-        t.add_column(col)
-    for o in report.ops:
-        d = o.detail
-        if o.reason == "cost":
-            lat = ", ".join(f"{k} {v}" if v is not None else f"{k} -" for k, v in d["latency_us"].items())
-            detail = f"{lat}; transfer avoided {d['transfer_avoided_us']} us"
-        elif o.reason in ("unsupported", "forbidden"):
-            detail = "; ".join(f"{k}: {v}" for k, v in d["excluded_by"].items())
-        elif o.reason == "pinned":
-            detail = d["rule"]
-        else:
-            detail = f"faster on {d['faster_pu']}, which has {d['capacity_mib']} MiB"
-        t.add_row(o.op, o.op_type, o.device, str(o.partition), f"{o.start_us:.1f}", f"{o.end_us:.1f}", o.reason, detail)
-    con.print(t)
-
-
 def _add_simulate(sub) -> None:
-    p = sub.add_parser("simulate", help="simulate a saved plan")
-    _add_model_args(p)
-    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
-    _add_problem_args(p)
+    p = _command(sub, "simulate", _cmd_simulate, "simulate a saved plan (on the platform saved in it)")
+    _add_saved_plan_args(p)
     p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_simulate)
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from partitiontuner.plan import load_plan
-    from partitiontuner.report import placement_report
-    from partitiontuner.simulate import simulate
-    from partitiontuner.workflow import load_problem
+    from dataclasses import replace
 
-    problem = load_problem(_spec(args))
-    plan = load_plan(problem, args.plan)
-    sim = simulate(problem, plan)
+    from partitiontuner.results import SimulationResult
+
+    _check_outputs((args.gantt, "Gantt chart"))
+    problem, plan, source = _saved_plan_problem(args)
+    res = SimulationResult.compute(problem, plan, source)
     if args.gantt:
         from partitiontuner.viz import gantt_chart
 
-        gantt_chart(problem, plan, sim, args.gantt, title=f"{problem.graph.name} on {problem.platform.name}: {plan.method}")
+        gantt_chart(problem, plan, res.sim, args.gantt, title=f"{problem.graph.name} on {problem.platform.name}: {plan.method}")
+        res = replace(res, files={"Gantt chart": args.gantt})
     if args.json:
-        _print_json({
-            "model": problem.graph.name, "platform": problem.platform.name, "method": plan.method,
-            "makespan_us": round(sim.makespan_us, 3), "num_partitions": plan.num_partitions,
-            "partitions": [{"id": t.index, "device": t.device, "ops": [problem.graph.nodes[v].name for v in plan.partitions[t.index].ops],
-                            "start_us": round(t.start_us, 3), "end_us": round(t.end_us, 3), "work_us": round(t.work_us, 3),
-                            "overhead_us": round(t.overhead_us, 3)} for t in sim.partitions],
-            "transfers": [{"tensor": x.tensor, "size_bytes": x.size_bytes, "src": x.src_device, "dst": x.dst_device,
-                           "src_partition": x.src_partition, "dst_partition": x.dst_partition,
-                           "start_us": round(x.start_us, 3), "end_us": round(x.end_us, 3)} for x in sim.transfers],
-        })
-        return 0
-    con = _console()
-    _print_partitions(con, problem, placement_report(problem, plan, sim))
-    con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name}: makespan [bold]{sim.makespan_us:.1f} us[/bold], "
-              f"{plan.num_partitions} partitions, {len(sim.transfers)} transfers")
+        _print_json(res.to_dict())
+    else:
+        render.simulation(_console(), res)
     return 0
 
 
@@ -388,75 +310,25 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _add_profile(sub) -> None:
-    p = sub.add_parser("profile", help="latency of every op and candidate op group on every PU (cached)")
+    p = _command(sub, "profile", _cmd_profile, "latency of every op and candidate op group on every PU (cached)")
     _add_model_args(p)
     _add_problem_args(p)
     p.add_argument("--export", default=None, metavar="FILE.json", help="also save the profiles as JSON (to plan elsewhere)")
-    p.add_argument("--json", action="store_true")
-    _add_debug_alias(p)
-    p.set_defaults(func=_cmd_profile)
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    import math
-
-    import numpy as np
-
+    from partitiontuner.results import ProfileTable
     from partitiontuner.workflow import load_problem
 
+    _check_outputs((args.export, "profile export"))
     problem = load_problem(_spec(args))
-    prof, graph, pus = problem.profiles, problem.graph, problem.pus
     if args.export:
-        prof.save_json(args.export)
-
-    def lat(values) -> dict[str, float | None]:
-        return {pu: None if math.isnan(v) else round(float(v), 3) for pu, v in zip(pus, values, strict=True)}
-
-    def fastest(values) -> str:
-        finite = [(v, pu) for pu, v in zip(pus, values, strict=True) if not math.isnan(v)]
-        return min(finite)[1] if finite else ""
-
-    ops = [{"name": n.name, "op_type": n.op_type, "latency_us": lat(prof.op_latency_us[n.index]),
-            "spread": lat(prof.op_spread[n.index]), "fastest": fastest(prof.op_latency_us[n.index])} for n in graph.nodes]
-    groups = []
-    for key, values in sorted(prof.groups.items()):
-        members = prof.op_latency_us[list(key)].sum(axis=0)
-        groups.append({"ops": [graph.nodes[i].name for i in key], "op_types": [graph.nodes[i].op_type for i in key],
-                       "latency_us": lat(values), "sum_us": lat(members)})
+        problem.profiles.save_json(args.export)
+    res = ProfileTable(problem, args.export)
     if args.json:
-        _print_json({"model": graph.name, "platform": problem.platform.name, "pus": list(pus), "source": prof.source,
-                     "host": prof.host, "ops": ops, "groups": groups})
-        return 0
-
-    def cell(v: float | None) -> str:
-        return "—" if v is None else f"{v:,.1f}"
-
-    con = _console()
-    t = Table(title=f"{graph.name} on {problem.platform.name}: op latency (us, {prof.source})")
-    t.add_column("op")
-    t.add_column("type")
-    for pu in pus:
-        t.add_column(pu, justify="right")
-    t.add_column("fastest")
-    for op in ops:
-        t.add_row(op["name"], op["op_type"], *(cell(op["latency_us"][pu]) for pu in pus), op["fastest"])
-    con.print(t)
-    if groups:
-        gt = Table(title="op groups: latency (us) and ratio to the sum of their ops")
-        gt.add_column("ops", overflow="fold")
-        gt.add_column("types")
-        for pu in pus:
-            gt.add_column(pu, justify="right")
-        for g in groups:
-            cells = []
-            for pu in pus:
-                v, s = g["latency_us"][pu], g["sum_us"][pu]
-                cells.append("—" if v is None else f"{v:,.1f} ({v / s:.2f}x)" if s else cell(v))
-            gt.add_row(" > ".join(g["ops"]), "-".join(g["op_types"]), *cells)
-        con.print(gt)
-    totals = ", ".join(f"{pu} {np.nansum(prof.op_latency_us[:, j]):,.0f} us" for j, pu in enumerate(pus))
-    con.print(f"{graph.num_ops} ops, {len(groups)} groups; sum of supported op latencies: {totals}"
-              + (f"; exported to {args.export}" if args.export else ""))
+        _print_json(res.to_dict())
+    else:
+        render.profile(_console(), res)
     return 0
 
 
@@ -465,84 +337,50 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 
 def _add_run(sub) -> None:
-    p = sub.add_parser("run", help="execute a saved plan for real (NPUs emulated) and check the outputs",
-                       description="Execute a saved plan: one thread per PU, CPU partitions in ONNX Runtime, NPU "
-                                   "partitions emulated (emulator time, reference tensors). Prints measured beside "
-                                   "simulated times; exits 1 if the outputs differ from the whole-model run.")
-    _add_model_args(p)
-    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
-    _add_problem_args(p)
+    p = _command(sub, "run", _cmd_run, "execute a saved plan for real (NPUs emulated) and check the outputs",
+                 description="Execute a saved plan: one thread per PU, CPU partitions in ONNX Runtime, NPU "
+                             "partitions emulated (emulator time, reference tensors). Prints measured beside "
+                             "simulated times. Exit codes: 0 outputs match the whole-model run; "
+                             f"{EXIT_OUTPUTS_DIFFER} the outputs differ; 2 bad input (one line on stderr).")
+    _add_saved_plan_args(p)
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the makespan is their median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random graph inputs")
-    p.add_argument("--json", action="store_true")
-    _add_debug_alias(p)
-    p.set_defaults(func=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from partitiontuner.execute import run_plan
-    from partitiontuner.plan import load_plan
-    from partitiontuner.workflow import load_problem
 
     if args.repeat < 1 or args.warmup < 0:
         raise ConfigError(f"--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}")
-    problem = load_problem(_spec(args))
-    plan = load_plan(problem, args.plan)
+    problem, plan, source = _saved_plan_problem(args)
     res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
     if args.json:
-        _print_json(res.to_dict())
-        return 0 if res.outputs_match else 1
-    con = _console()
-    t = Table(title=f"{problem.graph.name} on {problem.platform.name}: {plan.method} (us; * = emulated)")
-    for col in ("id", "PU", "ops", "start", "pred.", "time", "pred.", "ratio"):
-        t.add_column(col, justify="left" if col == "PU" else "right")
-    for q in res.partitions:
-        ratio = f"{q.measured_us_median / q.simulated_us:.2f}" if q.simulated_us > 0 else "-"
-        t.add_row(str(q.index), q.device + ("*" if q.emulated else ""), str(len(q.ops)), f"{q.measured_start_us:.1f}",
-                  f"{q.simulated_start_us:.1f}", f"{q.measured_us_median:.1f}", f"{q.simulated_us:.1f}", ratio)
-    con.print(t)
-    con.print(f"makespan: measured [bold]{res.measured_makespan_us:.1f} us[/bold] (median; runs "
-              f"{min(res.makespan_runs_us):.1f}..{max(res.makespan_runs_us):.1f}), simulated "
-              f"[bold]{res.simulated_makespan_us:.1f} us[/bold], measured/simulated {res.ratio:.3f}")
-    verdict = "[green]match[/green]" if res.outputs_match else "[red]DO NOT match[/red]"
-    con.print(f"outputs {verdict} the whole-model ONNX Runtime run (rtol {res.rtol:g}, atol {res.atol:g}; "
-              f"max abs error {res.max_abs_error:.3g})")
-    for note in res.notes:
-        con.print(f"note: {note}")
-    return 0 if res.outputs_match else 1
+        _print_json({**res.to_dict(), "platform_source": source})
+    else:
+        render.execution(_console(), res)
+    return 0 if res.outputs_match else EXIT_OUTPUTS_DIFFER
 
 
 def _add_export(sub) -> None:
-    p = sub.add_parser("export", help="write one ONNX model per partition plus a manifest (for a compiler back end)")
-    _add_model_args(p)
-    p.add_argument("plan", help="plan file (.yaml/.yml or .json)")
-    _add_problem_args(p)
+    p = _command(sub, "export", _cmd_export, "write one ONNX model per partition plus a manifest (for a compiler back end)")
+    _add_saved_plan_args(p)
     p.add_argument("--out", required=True, metavar="DIR", help="directory to create (written atomically)")
-    p.add_argument("--force", action="store_true", help="replace DIR if it holds a previous export")
-    p.add_argument("--json", action="store_true")
-    _add_debug_alias(p)
-    p.set_defaults(func=_cmd_export)
+    p.add_argument("--force", action="store_true",
+                   help="replace DIR if it holds a previous export and nothing else")
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
+    from partitiontuner.atomic import check_writable
     from partitiontuner.export import export_plan
-    from partitiontuner.plan import load_plan
-    from partitiontuner.workflow import load_problem
 
-    problem = load_problem(_spec(args))
-    plan = load_plan(problem, args.plan)
+    check_writable(args.out, what="export directory", directory=True)
+    problem, plan, _ = _saved_plan_problem(args)
     res = export_plan(problem, plan, args.out, force=args.force)
-    m = res.manifest
     if args.json:
-        _print_json({"out": str(res.out_dir), "manifest": str(res.out_dir / "manifest.json"), "files": list(res.files),
-                     "num_partitions": len(res.files), "model": problem.graph.name, "platform": problem.platform.name,
-                     "method": plan.method, "order": m["order"], "predicted_makespan_us": m["predicted_makespan_us"]})
-        return 0
-    con = _console()
-    per_pu = ", ".join(f"{pu} {len(ids)}" for pu, ids in m["order"].items() if ids)
-    con.print(f"exported {len(res.files)} partitions of {problem.graph.name} ({per_pu}) to {res.out_dir}/ "
-              f"with manifest.json and manifest.yaml")
+        _print_json(res.to_dict())
+    else:
+        render.export(_console(), res)
     return 0
 
 
@@ -607,37 +445,31 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _add_evaluate(sub) -> None:
-    p = sub.add_parser("evaluate", help="every model x every planner: makespans, paper metrics, ratio to the oracle")
+    p = _command(sub, "evaluate", _cmd_evaluate, "every model x every planner: makespans, paper metrics, ratio to the oracle")
     p.add_argument("--models", nargs="+", default=None, help="models (default: every built-in model)")
     p.add_argument("--methods", nargs="+", default=None, help="planners (default: all)")
-    p.add_argument("--platform", default="cpu-npu", help="platform preset or YAML (default: cpu-npu)")
-    p.add_argument("--profiles", default="measure", help="measure (default), fixture, or a profile .json")
+    _add_platform_arg(p)
+    _add_profiles_arg(p)
     p.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model, s (default: 600)")
     p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
     p.add_argument("--out", default="results", help="output directory (default: results)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=_cmd_evaluate)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from partitiontuner.agents.registry import METHODS
-    from partitiontuner.evaluate import (
-        default_models,
-        evaluate,
-        rows_as_dicts,
-        to_markdown,
-        write_outputs,
-    )
+    from partitiontuner.atomic import check_writable
+    from partitiontuner.evaluate import default_models, evaluate, write_outputs
 
     models = args.models or default_models()
     methods = args.methods or list(METHODS)
     if args.time_limit <= 0:
         raise ConfigError(f"--time-limit must be > 0, got {args.time_limit}")
+    check_writable(args.out, what="results directory", directory=True)
     total = len(models) * len(methods)
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                  console=Console(stderr=True), disable=args.json, transient=True) as progress:
+                  console=render.console(stderr=True), disable=args.json, transient=True) as progress:
         task = progress.add_task("evaluating", total=total)
 
         def step(model: str, method: str) -> None:
@@ -647,13 +479,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                       measure=args.measure, on_step=step)
     written = write_outputs(ev, args.out)
     if args.json:
-        _print_json({"platform": ev.platform, "profiles": ev.profiles, "rows": rows_as_dicts(ev),
-                     "files": [str(p) for p in written]})
-        return 0
-    from rich.markdown import Markdown
-
-    _console().print(Markdown(to_markdown(ev)))
-    _console().print(f"wrote {len(written)} files to {args.out}/ (results.csv, results.md, makespan_vs_oracle.png, Gantt charts, plans)")
+        _print_json({**ev.to_dict(), "files": [str(p) for p in written]})
+    else:
+        render.evaluation(_console(), ev, written, args.out)
     return 0
 
 
@@ -665,6 +493,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="partitiontuner",
         description="Schedule DNN operators over heterogeneous PUs (CPU + NPUs): profile, plan, simulate, run.",
+        epilog=f"Exit codes: 0 success; 2 bad input or a request that cannot be met (one line on stderr); "
+               f"{EXIT_OUTPUTS_DIFFER} run: the outputs differ from the whole-model run; 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"partitiontuner {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
@@ -679,26 +509,15 @@ _COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    debug = "--debug" in argv
-    args = parser.parse_args(argv)
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    try:
-        return int(args.func(args) or 0)
-    except PartitionTunerError as exc:
-        if debug:
-            raise
-        print(f"partitiontuner: error: {exc}", file=sys.stderr)
-        return EXIT_USER_ERROR
-    except KeyboardInterrupt:
-        print("partitiontuner: interrupted", file=sys.stderr)
-        return 130
+    return run_entry_point(lambda: args.func(args), debug=args.debug)
 
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
 
-__all__ = ["main", "build_parser", "ConfigError"]
+__all__ = ["main", "build_parser", "ConfigError", "EXIT_OUTPUTS_DIFFER"]

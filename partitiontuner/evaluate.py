@@ -54,6 +54,10 @@ class Evaluation:
     def row(self, model: str, method: str) -> Row | None:
         return next((r for r in self.rows if r.model == model and r.method == method), None)
 
+    def to_dict(self) -> dict:
+        """The ``evaluate --json`` object (without the list of files written)."""
+        return {"platform": self.platform, "profiles": self.profiles, "rows": rows_as_dicts(self)}
+
 
 def evaluate(
     models: Sequence[str],

@@ -28,9 +28,9 @@ cross-PU ``transfer`` and the predicted makespan.
 The export is atomic: everything is written into a temporary directory next to DIR,
 which is then renamed onto DIR, so DIR is either absent, the previous export, or the
 complete new one, never half written. An existing non-empty DIR is refused unless
-``force``; even with ``force`` only a directory holding a previous export (a
-``manifest.json`` of this format) is replaced, so a typo cannot delete unrelated
-files. (Replacing a non-empty DIR takes two renames: DIR to a backup, the new export
+``force``; even with ``force`` only a directory holding nothing but a previous export
+(a ``manifest.json`` of this format and the files it names) is replaced, so a typo or
+a user's notes next to an export are never deleted. (Replacing a non-empty DIR takes two renames: DIR to a backup, the new export
 to DIR; between them DIR briefly does not exist, and a failure of the second rename
 restores the backup.)
 """
@@ -51,6 +51,7 @@ import numpy as np
 import onnx
 import yaml
 
+from partitiontuner.atomic import OutputError, check_writable, default_mode, os_reason
 from partitiontuner.errors import ConfigError, PartitionTunerError
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.problem import Problem
@@ -76,6 +77,13 @@ class ExportResult:
     out_dir: Path
     files: tuple[str, ...]
     manifest: Mapping[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``export --json`` object: where the files went and the plan's shape."""
+        m = self.manifest
+        return {"out": str(self.out_dir), "manifest": str(self.out_dir / MANIFEST), "files": list(self.files),
+                "num_partitions": len(self.files), "model": m["model"]["name"], "platform": m["platform"],
+                "method": m["method"], "order": m["order"], "predicted_makespan_us": m["predicted_makespan_us"]}
 
 
 def _tensor(problem: Problem, name: str) -> dict[str, Any]:
@@ -131,26 +139,47 @@ def build_manifest(problem: Problem, plan: Plan) -> dict[str, Any]:
     }
 
 
+def _previous_export_files(out: Path) -> set[str]:
+    """The names a previous export wrote into ``out``, per its manifest (empty set if
+    ``out`` holds no readable manifest of this format)."""
+    try:
+        data = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        return set()
+    try:
+        return {MANIFEST, MANIFEST_YAML} | {str(p["file"]) for p in data.get("partitions", [])}
+    except (TypeError, KeyError):
+        return set()
+
+
 def _check_target(out: Path, force: bool) -> bool:
-    """Raise unless ``out`` may be written; return whether it holds files to replace."""
+    """Raise unless ``out`` may be written; return whether it holds files to replace.
+
+    With ``force``, a directory is replaced only if every entry in it was written by a
+    previous export (named in its manifest): a user's notes or a subfolder make it a
+    refusal, never a deletion.
+    """
+    check_writable(out, what="export directory", directory=True)
+    cwd = Path.cwd().resolve()
+    if out.resolve() == cwd or out.resolve() in cwd.parents:
+        raise ConfigError(f"cannot export into {out}: it contains the current directory; name a new directory")
     if not out.exists():
         return False
-    if not out.is_dir():
-        raise ConfigError(f"export directory {out} exists and is not a directory")
     if not any(out.iterdir()):
         return False
     if not force:
         raise ConfigError(f"export directory {out} exists and is not empty; use --force to replace a previous export")
-    try:
-        previous = json.loads((out / MANIFEST).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        previous = None
-    if previous != FORMAT:
+    ours = _previous_export_files(out)
+    if not ours:
         raise ConfigError(f"export directory {out} is not empty and holds no PartitionTuner export ({MANIFEST}); "
                           "refusing to delete it even with --force")
-    cwd = Path.cwd().resolve()
-    if out.resolve() == cwd or out.resolve() in cwd.parents:
-        raise ConfigError(f"refusing to replace {out}: it contains the current directory")
+    foreign = sorted(x.name + ("/" if x.is_dir() else "") for x in out.iterdir() if x.name not in ours or not x.is_file())
+    if foreign:
+        shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+        raise ConfigError(f"export directory {out} holds files the previous export did not write ({shown}); "
+                          "refusing to delete them even with --force")
     return True
 
 
@@ -175,13 +204,16 @@ def export_plan(problem: Problem, plan: Plan, out_dir: str | Path, *, force: boo
         InfeasiblePlanError: the plan is not valid for ``problem``.
         PartitionTunerError: a partition model fails the ONNX checker.
     """
-    out = Path(out_dir)
+    out = Path(os.path.abspath(out_dir)) if Path(out_dir).name in ("", ".", "..") else Path(out_dir)
     replace = _check_target(out, force)
     manifest = build_manifest(problem, plan)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        os.chmod(tmp, 0o755)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        raise OutputError(f"cannot write export directory {out}: {os_reason(exc)}") from None
+    try:
+        os.chmod(tmp, default_mode(directory=True))
         g = problem.graph
         for part, entry in zip(plan.partitions, manifest["partitions"], strict=True):
             outs = [t["name"] for t in entry["outputs"]]
@@ -196,8 +228,10 @@ def export_plan(problem: Problem, plan: Plan, out_dir: str | Path, *, force: boo
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         (tmp / MANIFEST_YAML).write_text(yaml.safe_dump(manifest, sort_keys=False, default_flow_style=None, width=100))
         _move_into_place(tmp, out, replace)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and not isinstance(exc, OutputError):
+            raise OutputError(f"cannot write export directory {out}: {os_reason(exc)}") from None
         raise
     return ExportResult(out, tuple(p["file"] for p in manifest["partitions"]), manifest)
 

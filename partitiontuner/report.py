@@ -6,8 +6,16 @@ Reason codes, in order of precedence:
 - ``unsupported``: every other PU cannot run the op (the rules that exclude it given).
 - ``forbidden``: every other PU is excluded and at least one by a ``--forbid`` rule.
 - ``memory``: a faster PU exists but moving the op there would exceed its memory.
-- ``cost``: chosen by cost; the detail gives its latency on each PU and the transfer
-  time its placement avoids against its fastest alternative PU.
+- ``cost``: chosen by cost; the detail gives its latency on each PU and
+  ``transfer_avoided_us``, the transfer time its placement saves against its fastest
+  alternative PU: positive when the placement avoids transfers, negative when it costs
+  that much more transfer (and was chosen for its compute time).
+
+Independently of the reason, an op is a *fallback* when it runs on a CPU-kind PU and
+no NPU-kind PU of the platform supports it (a ``--pin`` aside). On ``cpu-npu`` such an
+op has reason ``unsupported``; on a platform with two CPU-like PUs (``big-little-npu``)
+its reason is ``cost`` (it chose between the CPUs), and it is a fallback all the same.
+The one-line warning and ``--strict`` are about fallbacks.
 """
 
 from __future__ import annotations
@@ -35,6 +43,9 @@ class OpPlacement:
     reason: str
     detail: dict[str, Any] = field(default_factory=dict)
     device_kind: str = "cpu"
+    #: why no NPU can run the op (e.g. ``Softmax``, ``grouped Conv``) when it fell back
+    #: to a CPU-kind PU; ``None`` otherwise
+    fallback: str | None = None
 
 
 @dataclass(frozen=True)
@@ -58,14 +69,14 @@ class PlacementReport:
         no other PU at all: nothing fell back then, everything stayed)."""
         if all(o.device_kind == "cpu" for o in self.ops):
             return []
-        return [o for o in self.ops if o.reason == "unsupported" and o.detail.get("on_cpu")]
+        return [o for o in self.ops if o.fallback is not None]
 
     def fallback_summary(self) -> str | None:
         """One line: how many ops fell back to the CPU, and why."""
         fb = self.fallbacks()
         if not fb:
             return None
-        why = Counter(o.detail["why"] for o in fb)
+        why = Counter(o.fallback for o in fb)
         parts = ", ".join(f"{n} x {w}" for w, n in why.most_common())
         one = len(fb) == 1
         return f"{len(fb)} op{'' if one else 's'} fell back to the CPU because no NPU can run {'it' if one else 'them'} ({parts})"
@@ -75,7 +86,7 @@ class PlacementReport:
             "placement": [
                 {"op": o.op, "op_type": o.op_type, "device": o.device, "partition": o.partition,
                  "start_us": round(o.start_us, 3), "end_us": round(o.end_us, 3), "reason": o.reason,
-                 "detail": o.detail}
+                 "detail": o.detail, "fallback": o.fallback}
                 for o in self.ops
             ],
             "partitions": [
@@ -109,13 +120,17 @@ def placement_report(problem: Problem, plan: Plan, sim: SimResult) -> PlacementR
             op_span[v] = (cursor, cursor + r * scale)
             cursor += r * scale
     mem = memory_use(problem, plan)
+    kinds = [d.kind for d in problem.platform.devices]
+    npus = [k for k, kind in enumerate(kinds) if kind == "npu"]
     ops = []
     for v, node in enumerate(g.nodes):
         j = device_of[v]
         reason, detail = _reason(problem, plan, v, j, device_of, mem)
         s, e = op_span[v]
-        ops.append(OpPlacement(node.name, node.op_type, names[j], owner[v], s, e, reason, detail,
-                               problem.platform.devices[j].kind))
+        fell_back = (kinds[j] == "cpu" and npus and reason != "pinned"
+                     and all(not problem.supported[v, k] for k in npus))
+        ops.append(OpPlacement(node.name, node.op_type, names[j], owner[v], s, e, reason, detail, kinds[j],
+                               _short_why(problem, v) if fell_back else None))
     parts = tuple(
         PartitionSummary(t.index, t.device, tuple(g.nodes[v].name for v in plan.partitions[t.index].ops),
                          t.start_us, t.end_us, t.end_us - t.start_us, tuple(sorted(parallel[t.index])))

@@ -71,3 +71,66 @@ def get_profiles(graph: OpGraph, platform: Platform, spec: ProblemSpec) -> Profi
         profiles.check_matches(graph, platform)
         return profiles
     raise ConfigError(f"unknown profile source {spec.profiles!r}: use measure, fixture or a profile .json file")
+
+
+# ---------------------------------------------------------------------------------
+# which platform a saved plan runs on
+
+
+@dataclass(frozen=True)
+class PlatformChoice:
+    """The platform a command on a saved plan uses, and why.
+
+    Attributes:
+        platform: preset name or YAML path to load.
+        source: ``plan`` (the platform saved in the plan file), ``option``
+            (``--platform``) or ``default`` (neither said anything).
+        note: one line for stderr when the user should hear about the choice.
+    """
+
+    platform: str
+    source: str
+    note: str | None = None
+
+
+def saved_platform(plan_path: str | Path) -> str | None:
+    """The ``platform`` a plan file names, or ``None`` if it cannot be read (loading the
+    plan later reports why)."""
+    import json
+
+    import yaml
+
+    p = Path(plan_path)
+    try:
+        text = p.read_text()
+        data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
+    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError):
+        return None
+    name = data.get("platform") if isinstance(data, dict) else None
+    return name if isinstance(name, str) and name else None
+
+
+def platform_for_plan(option: str | None, plan_path: str | Path, default: str = "cpu-npu") -> PlatformChoice:
+    """Use the plan's own platform unless ``--platform`` names one.
+
+    Raises:
+        ConfigError: the plan names a platform that is not a preset and no
+            ``--platform`` says where its YAML file is.
+    """
+    from partitiontuner.platform import preset_names
+
+    saved = saved_platform(plan_path)
+    if option is not None:
+        if saved is not None:
+            chosen = load_platform(option).name
+            if chosen != saved:
+                return PlatformChoice(option, "option", f"{plan_path} was made for platform {saved!r}; "
+                                                        f"using {chosen!r} as --platform says")
+        return PlatformChoice(option, "option")
+    if saved is None:
+        return PlatformChoice(default, "default")
+    if saved not in preset_names():
+        raise ConfigError(f"{plan_path} was made for platform {saved!r}, which is not a preset; "
+                          "give its YAML file with --platform")
+    note = None if saved == default else f"using platform {saved!r} saved in {plan_path}"
+    return PlatformChoice(saved, "plan", note)

@@ -65,14 +65,20 @@ def test_graph_readable_output(capsys, wide, name, zoo_graph):
     assert ("Blocks with parallel branches" in out) == (name != "alexnet")
 
 
-def test_models_lists_eleven_with_ops_and_input_shape(capsys, wide, zoo_graph):
+def test_models_lists_eleven_with_ops_and_input_shape(capsys, zoo_graph):
+    assert len(ZOO) == 11
     assert main(["models"]) == 0
     out = capsys.readouterr().out
-    for name in ZOO:
-        line = next(ln for ln in out.splitlines() if f" {name} " in ln)
-        assert f" {zoo_graph(name).num_ops} " in line and "1x3x224x224" in line
+    lines = out.splitlines()
+    # not a terminal: plain text, a title, a header, a rule, then exactly one line per model
+    assert lines[0] == "Built-in models" and lines[1].split()[:2] == ["name", "ops"] and set(lines[2]) == {"-"}
+    rows = lines[3:]
+    assert len(rows) == 11
+    for name, line in zip(ZOO, rows, strict=True):
+        cells = line.split()
+        assert cells[0] == name and cells[1] == str(zoo_graph(name).num_ops) and cells[2] == "1x3x224x224"
     data = run_json(capsys, "models", "--json")
-    assert [r["name"] for r in data["models"]] == list(ZOO)
+    assert len(data["models"]) == 11 and [r["name"] for r in data["models"]] == list(ZOO)
     for r in data["models"]:
         assert r["num_ops"] == zoo_graph(r["name"]).num_ops and r["input_shape"] == [1, 3, 224, 224]
         assert r["rl_split"] in ("train", "unseen")
