@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from partitiontuner.agents.registry import METHODS, make_planner
-from partitiontuner.atomic import write_text_atomic
+from partitiontuner.atomic import OutputError, check_writable, os_reason, write_text_atomic
 from partitiontuner.errors import ConfigError
 from partitiontuner.plan import Plan, save_plan
 from partitiontuner.problem import Problem
@@ -202,8 +202,11 @@ def write_outputs(ev: Evaluation, out_dir: str | Path, gantt_method: str = "rl")
     and the plans themselves."""
     from partitiontuner.viz import bar_chart, gantt_chart
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(out_dir, what="results directory", directory=True)
+    try:
+        (out / "plans").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot write results directory {out}: {os_reason(exc)}") from None
     written = [out / "results.csv", out / "results.md", out / "makespan_vs_oracle.png"]
     write_text_atomic(written[0], to_csv(ev))
     write_text_atomic(written[1], to_markdown(ev))

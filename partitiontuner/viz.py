@@ -15,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullFormatter
 
 from partitiontuner.atomic import write_atomic, write_text_atomic
 from partitiontuner.errors import ConfigError
@@ -222,10 +223,29 @@ def write_dot(problem: Problem, plan: Plan, path: str | Path) -> None:
 # evaluation chart
 
 
-def bar_chart(evaluation, path: str | Path) -> Figure:
-    """Grouped bars: each method's makespan normalised to the oracle (or, without an
-    oracle row, to the best method), per model. ``evaluation`` is an
-    :class:`partitiontuner.evaluate.Evaluation`."""
+#: one fixed colour per planner, the same in every chart (seaborn's "deep" palette)
+METHOD_COLORS = {
+    "cpu-only": "#8c8c8c", "npu-first": "#dd8452", "greedy": "#55a868", "partitiontuner": "#c44e52",
+    "heft": "#8172b3", "random": "#937860", "oracle": "#4c72b0", "rl": "#da8bc3",
+}
+_OTHER_COLORS = ("#ccb974", "#64b5cd", "#1b1b1b")
+
+
+def method_color(method: str) -> str:
+    """The colour of ``method`` in every chart (unknown methods: a stable extra colour)."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _OTHER_COLORS[sum(map(ord, method)) % len(_OTHER_COLORS)]
+
+
+def bar_chart(evaluation, path: str | Path, zoom_max: float = 1.10) -> Figure:
+    """Each method's makespan normalised to the oracle (or, without an oracle row, to the
+    best method), per model, in two panels: every ratio on a log axis (nothing capped),
+    and a linear zoom on ``1 .. zoom_max`` where the 1-5 % differences between good
+    plans are visible (bars above it are cut, their value written on top). Each method
+    keeps one colour in every chart (:data:`METHOD_COLORS`); an oracle that did not
+    prove optimality is hatched and marked ``?`` (its ratio 1.0 is then only the best
+    plan known). ``evaluation`` is an :class:`partitiontuner.evaluate.Evaluation`."""
     import numpy as np
 
     rows = evaluation.rows
@@ -233,33 +253,56 @@ def bar_chart(evaluation, path: str | Path) -> Figure:
     methods = list(dict.fromkeys(r.method for r in rows))
     has_oracle = "oracle" in methods
     values = np.full((len(models), len(methods)), np.nan)
+    unproven = np.zeros(len(models), dtype=bool)
     for r in rows:
         i, j = models.index(r.model), methods.index(r.method)
         if has_oracle and r.ratio_to_oracle is not None:
             values[i, j] = r.ratio_to_oracle
         else:
             values[i, j] = r.makespan_us
+        if r.method == "oracle" and r.oracle_proven is False:
+            unproven[i] = True
     if not has_oracle:
         values = values / np.nanmin(values, axis=1, keepdims=True)
-    fig = Figure(figsize=(max(8.0, 1.1 * len(models) + 2), 4.6), dpi=110)
+    fig = Figure(figsize=(max(8.0, 1.1 * len(models) + 2), 7.6), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
+    full, zoom = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [1, 1.3]})
     width = 0.8 / max(1, len(methods))
     x = np.arange(len(models))
-    cmap = ["#4c72b0", "#dd8452", "#55a868", "#c44e52", "#8172b3", "#937860", "#da8bc3", "#8c8c8c", "#ccb974"]
-    cap = 3.0
+    lo = min(0.99, float(np.nanmin(values)) - 0.005) if np.isfinite(values).any() else 0.99
     for j, m in enumerate(methods):
         v = values[:, j]
-        ax.bar(x + (j - (len(methods) - 1) / 2) * width, np.minimum(v, cap), width, label=m, color=cmap[j % len(cmap)])
+        xs = x + (j - (len(methods) - 1) / 2) * width
+        hatch = ["//" if m == "oracle" and unproven[i] else "" for i in range(len(models))]
+        for ax, top in ((full, None), (zoom, zoom_max)):
+            heights = v if top is None else np.minimum(v, top)
+            bars = ax.bar(xs, heights - (lo if top is not None else 0), width, bottom=lo if top is not None else 0,
+                          label=m if ax is full else None, color=method_color(m), edgecolor="white", linewidth=0.4)
+            for bar, h in zip(bars, hatch, strict=True):
+                if h:
+                    bar.set_hatch(h)
+                    bar.set_edgecolor("black")
         for i, val in enumerate(v):
-            if np.isfinite(val) and val > cap:
-                ax.text(x[i] + (j - (len(methods) - 1) / 2) * width, cap, f"{val:.1f}", ha="center", va="bottom", fontsize=6, rotation=90)
-    ax.axhline(1.0, color="black", linewidth=0.8)
-    ax.set_xticks(x, models, rotation=30, ha="right")
-    ax.set_ylabel("makespan / oracle" if has_oracle else "makespan / best method")
-    ax.set_ylim(0.9 if np.nanmin(values) >= 0.95 else 0, min(cap, np.nanmax(values)) * 1.08)
-    ax.legend(ncol=min(len(methods), 8), fontsize=7, loc="upper left", frameon=False)
-    ax.set_title(f"Plan quality on {evaluation.platform} (simulated; lower is better; bars capped at {cap:g}x)", fontsize=10)
+            if np.isfinite(val) and val > zoom_max:
+                zoom.text(xs[i], zoom_max, f"{val:.2f}", ha="center", va="bottom", fontsize=6, rotation=90)
+            if m == "oracle" and unproven[i]:
+                zoom.text(xs[i], min(val, zoom_max), "?", ha="center", va="bottom", fontsize=9, fontweight="bold")
+    what = "makespan / oracle" if has_oracle else "makespan / best method"
+    full.set_yscale("log")
+    top = float(np.nanmax(values)) if np.isfinite(values).any() else 1.0
+    ticks = [t for t in (1.0, 1.1, 1.25, 1.5, 2, 3, 5, 10, 20, 50, 100, 1000) if t <= top * 1.05] or [1.0]
+    full.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+    full.yaxis.set_minor_formatter(NullFormatter())
+    full.set_ylabel(f"{what} (log)")
+    full.axhline(1.0, color="black", linewidth=0.8)
+    full.legend(ncol=min(len(methods), 8), fontsize=7, loc="lower left", bbox_to_anchor=(0.0, 1.0), frameon=False)
+    zoom.set_ylim(lo, zoom_max)
+    zoom.set_ylabel(f"{what} (zoom)")
+    zoom.axhline(1.0, color="black", linewidth=0.8)
+    zoom.grid(axis="y", alpha=0.3)
+    zoom.set_xticks(x, models, rotation=30, ha="right")
+    note = "; ? hatched = oracle not proven optimal (best plan known)" if unproven.any() else ""
+    fig.suptitle(f"Plan quality on {evaluation.platform} (simulated; lower is better){note}", fontsize=10)
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     return fig

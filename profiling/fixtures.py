@@ -31,7 +31,7 @@ import numpy as np
 
 from partitiontuner.atomic import write_text_atomic
 from partitiontuner.branches import chain_groups
-from partitiontuner.errors import PartitionTunerError, ProfileError
+from partitiontuner.errors import ConfigError, ProfileError, run_entry_point
 from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.build import CpuTable, assemble_profiles, measure_cpu
@@ -185,17 +185,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--models", nargs="+", default=list(ZOO), metavar="MODEL",
                         help=f"zoo models to measure (default: all: {' '.join(ZOO)})")
     parser.add_argument("--out", type=Path, default=None, help="output directory (default: the package's fixture directory)")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     args = parser.parse_args(argv)
-    unknown = [m for m in args.models if m not in ZOO]
-    if unknown:
-        print(f"error: unknown model {unknown[0]!r} (built-in: {', '.join(ZOO)})", file=sys.stderr)
-        return 2
-    try:
+
+    def body() -> int:
+        unknown = [m for m in args.models if m not in ZOO]
+        if unknown:
+            raise ConfigError(f"unknown model {unknown[0]!r} (built-in: {', '.join(ZOO)})")
         generate(args.models, out_dir=args.out)
-    except PartitionTunerError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return 0
+
+    return run_entry_point(body, debug=args.debug, prog="python -m partitiontuner.profiling.fixtures")
 
 
 if __name__ == "__main__":
