@@ -27,9 +27,11 @@ PROG = "partitiontuner"
 
 
 def console(stderr: bool = False) -> Console:
-    """The console every command prints to (no syntax highlighting; long lines of plain
-    text are never re-wrapped)."""
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    """The console every command prints to: no syntax highlighting; lines wrap at word
+    boundaries on a terminal and never when piped (a pipe has no width)."""
+    con = Console(stderr=stderr, highlight=False)
+    con.soft_wrap = not con.is_terminal
+    return con
 
 
 def note(message: str, kind: str = "note") -> None:
