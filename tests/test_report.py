@@ -161,3 +161,23 @@ def test_allowed_mask_combines_support_and_rules():
     conv = np.array([n.op_type == "Conv" for n in g.nodes])
     assert not p.allowed[conv, 1].any() and p.allowed[conv, 0].all()
     assert not p.allowed[[n.op_type == "Softmax" for n in g.nodes], 1].any()
+
+
+def test_fallback_and_strict_with_two_cpu_like_pus():
+    """On big-little-npu an op no NPU can run still chooses between two CPUs (reason
+    ``cost``); it is a fallback all the same, so the warning and --strict fire."""
+    g, pf = load_model("squeezenet"), load_platform("big-little-npu")
+    p = Problem(g, pf, fixture_profiles(g, pf))
+    softmax = next(n.index for n in g.nodes if n.op_type == "Softmax")
+    rest = [v for v in range(g.num_ops) if v != softmax]
+    for cpu in ("big", "little"):
+        rep = _report(p, [(rest, "npu"), ([softmax], cpu)])
+        (fb,) = rep.fallbacks()
+        assert fb.op_type == "Softmax" and fb.device == cpu and fb.reason == "cost" and fb.fallback == "Softmax"
+        assert rep.fallback_summary() == "1 op fell back to the CPU because no NPU can run it (1 x Softmax)"
+        with pytest.raises(InfeasiblePlanError, match=r"--strict: 1 op\(s\) fall back .*Softmax"):
+            check_strict(p, rep)
+    # an op the NPU could run, placed on a CPU by choice, is no fallback
+    conv = next(n.index for n in g.nodes if n.op_type == "Conv")
+    rep = _report(p, [([conv], "big"), ([v for v in rest if v != conv], "npu"), ([softmax], "little")])
+    assert [o.op_type for o in rep.fallbacks()] == ["Softmax"]
