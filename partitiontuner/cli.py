@@ -149,12 +149,17 @@ def _saved_plan_problem(args: argparse.Namespace):
 
 
 def _check_outputs(*paths: tuple[str | None, str]) -> None:
-    """Refuse unwritable output files before any long work."""
+    """Refuse unwritable output files (and Gantt charts in a format we cannot draw)
+    before any long work."""
     from partitiontuner.atomic import check_writable
 
     for path, what in paths:
         if path:
             check_writable(path, what=what)
+            if what == "Gantt chart":
+                from partitiontuner.viz import gantt_format
+
+                gantt_format(path)
 
 
 def _print_json(obj: Any) -> None:

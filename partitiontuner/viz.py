@@ -49,6 +49,18 @@ def main_op_types(problem: Problem, ops: tuple[int, ...], k: int = 2) -> str:
 # Gantt chart
 
 
+def gantt_format(path: str | Path) -> str:
+    """``png`` or ``svg`` from the file suffix (checked before any long work).
+
+    Raises:
+        ConfigError: any other suffix.
+    """
+    fmt = Path(path).suffix.lower().lstrip(".")
+    if fmt not in GANTT_FORMATS:
+        raise ConfigError(f"Gantt chart {path}: unsupported format {fmt!r}; use .png or .svg")
+    return fmt
+
+
 def gantt_chart(problem: Problem, plan: Plan, sim: SimResult, path: str | Path | None, title: str | None = None) -> Figure:
     """Draw the simulated timing of ``plan``: one lane per PU, then one per link
     direction that carries a transfer; write it to ``path`` (PNG or SVG by suffix).
@@ -70,11 +82,7 @@ def gantt_chart(problem: Problem, plan: Plan, sim: SimResult, path: str | Path |
     Raises:
         ConfigError: an unsupported file suffix, or ``sim`` not of this plan.
     """
-    fmt = None
-    if path is not None:
-        fmt = Path(path).suffix.lower().lstrip(".")
-        if fmt not in GANTT_FORMATS:
-            raise ConfigError(f"Gantt chart {path}: unsupported format {fmt!r}; use .png or .svg")
+    fmt = gantt_format(path) if path is not None else None
     if len(sim.partitions) != plan.num_partitions or any(
         t.device != p.device for t, p in zip(sim.partitions, plan.partitions, strict=True)
     ):

@@ -74,6 +74,12 @@ def test_plan_output_under_a_file(capsys, tmp_path):
     assert listing(tmp_path) == ["afile"]
 
 
+def test_bad_gantt_format_is_refused_before_anything_is_written(capsys, tmp_path):
+    code = main([*PLAN, "--out", str(tmp_path / "p.yaml"), "--gantt", str(tmp_path / "g.jpg")])
+    one_error_line(capsys, code, "g.jpg", "use .png or .svg")
+    assert listing(tmp_path) == []
+
+
 def test_profile_export_unwritable(capsys, tmp_path):
     one_error_line(capsys, main(["profile", "squeezenet", *BASE, "--export", "/proc/p.json"]), "/proc/p.json")
     f = tmp_path / "afile"
