@@ -163,7 +163,7 @@ def _check_outputs(*paths: tuple[str | None, str]) -> None:
 
 
 def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=None, separators=(",", ":"), allow_nan=False) + "\n")
+    sys.stdout.write(json.dumps(obj, indent=None, separators=(",", ":")) + "\n")
 
 
 def _console():
