@@ -50,7 +50,10 @@ def _add_model_args(p: argparse.ArgumentParser, optional: bool = False) -> None:
 def _add_problem_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default="cpu-npu", help="platform preset name or YAML file (default: cpu-npu)")
     p.add_argument("--profiles", default="measure",
-                   help="measure (on this machine, cached; default), fixture (committed numbers) or a profile .json")
+                   help="measure (on this machine, cached; default), fixture (committed numbers) or files measured "
+                        "elsewhere: [PU=]FILE[,...] (CSV op,pu,latency_us; ONNX Runtime trace; profile --export JSON)")
+    p.add_argument("--fill", choices=("emulator", "measure"), default=None,
+                   help="complete imported profiles: NPU gaps from the emulator; measure: CPU gaps measured here too")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of every CPU PU")
     p.add_argument("--refresh", action="store_true", help="re-measure profiles even if cached")
 
@@ -90,6 +93,7 @@ def _spec(args: argparse.Namespace, progress: bool = True):
         batch_size=getattr(args, "batch_size", None),
         threads=getattr(args, "threads", None),
         refresh=getattr(args, "refresh", False),
+        fill=getattr(args, "fill", None),
         constraints=_constraints(args),
         progress=progress and not getattr(args, "json", False),
     )
