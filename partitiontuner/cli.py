@@ -701,6 +701,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+# ---------------------------------------------------------------------------------
+# platform init
+
+
+def _add_platform(sub) -> None:
+    p = sub.add_parser("platform", help="platform files: init writes a commented one for this host")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="write a commented platform YAML for this host (cores, caches, ORT providers)",
+                              description="Write a platform YAML describing this host (one single-thread CPU PU per "
+                                          "core, caches and ONNX Runtime providers as comments, an NPU template) to "
+                                          "edit into your SoC. It loads with --platform FILE as written.")
+    init.add_argument("--out", default=None, metavar="FILE", help="write here (default: print to stdout)")
+    init.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _add_debug_alias(init)
+    init.set_defaults(func=_cmd_platform_init)
+
+
+def _cmd_platform_init(args: argparse.Namespace) -> int:
+    from partitiontuner.platform_init import write_host_platform
+
+    text = write_host_platform(args.out, force=args.force)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        print(f"platform for this host written to {args.out}; use it with --platform {args.out}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS.append(_add_platform)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())
 
