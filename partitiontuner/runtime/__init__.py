@@ -108,15 +108,16 @@ class RunResult:
         return float(statistics.median(self.makespans_us))
 
 
-def load_export(root: str | Path) -> Export:
-    """Read and check ``root/manifest.json``: its format, that every partition file
-    exists, and that the PU orders name every partition once.
+def read_manifest(root: str | Path) -> dict[str, Any]:
+    """``root/manifest.json`` as written by ``partitiontuner export``, format checked.
+
+    (The same contract as :func:`partitiontuner.export.load_manifest`, here without
+    its onnx / YAML imports; that function could delegate to this one.)
 
     Raises:
-        ConfigError: missing or malformed manifest, a missing partition file.
+        ConfigError: missing, unreadable or not an export manifest.
     """
-    root = Path(root)
-    path = root / MANIFEST
+    path = Path(root) / MANIFEST
     try:
         data = json.loads(path.read_text())
     except FileNotFoundError:
@@ -125,6 +126,19 @@ def load_export(root: str | Path) -> Export:
         raise ConfigError(f"{path}: not valid JSON (truncated or corrupt?)") from None
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         raise ConfigError(f"{path}: not a PartitionTuner export manifest ({FORMAT} v{VERSION})")
+    return data
+
+
+def load_export(root: str | Path) -> Export:
+    """Read and check an export directory: its manifest, that every partition file
+    exists, and that the PU orders name every partition once.
+
+    Raises:
+        ConfigError: missing or malformed manifest, a missing partition file.
+    """
+    root = Path(root)
+    path = root / MANIFEST
+    data = read_manifest(root)
     try:
         parts = {}
         for p in data["partitions"]:
