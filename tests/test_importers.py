@@ -247,6 +247,12 @@ def test_bad_sources(native, tmp_path: Path, capsys: pytest.CaptureFixture[str],
     empty = tmp_path / "empty.json"
     empty.write_text("[]")
     assert "no node events" in _plan(["--profiles", f"cpu={empty}"], capsys)
+    fixture = tmp_path / "fixture.json"
+    fixture.write_text('{"format": "partitiontuner-fixture", "version": 1}')
+    assert "not a PartitionTuner profile file" in _plan(["--profiles", str(fixture)], capsys)
+    cut = tmp_path / "cut.json"
+    cut.write_text('[{"cat": "Node", "name": "n0_kernel')
+    assert "not valid JSON" in _plan(["--profiles", f"cpu={cut}"], capsys)
     csv = write_csv(prof, tmp_path / "all.csv")
     assert "n0 on cpu is given twice" in _plan(["--profiles", f"{csv},{csv}"], capsys)
     assert "--fill completes imported profile files" in _plan(["--profiles", "fixture", "--fill", "measure"], capsys)
