@@ -112,7 +112,10 @@ def test_exported_json_gives_the_fixture_plans(native, tmp_path: Path) -> None:
     prof.save_json(path)
     got = import_profiles(str(path), graph, platform, progress=False)
     assert got.source == f"imported from {path}"
-    # the export rounds to 1e-4 us: same plans, makespans equal to that precision
+    # exactly the plans of the same (rounded to 1e-4 us) numbers read natively ...
+    rounded = Profiles.from_dict(prof.to_dict())
+    assert plans_of(Problem(graph, platform, got)) == plans_of(Problem(graph, platform, rounded))
+    # ... and so the fixture's plans, makespans equal to that precision
     for (a, ta), (b, tb) in zip(plans_of(Problem(graph, platform, got)), plans_of(Problem(graph, platform, prof)), strict=True):
         assert a == b and ta == pytest.approx(tb, abs=1e-2)
 
@@ -202,7 +205,9 @@ def test_real_ort_trace_of_squeezenet(native, tmp_path: Path, capsys: pytest.Cap
     covered = {v for unit in mapping.units for v in unit}
     assert any(len(u) > 1 for u in mapping.units)
     assert covered == set(range(graph.num_ops)) or mapping.skipped
-    with pytest.raises(ProfileError, match="lack .* op\\(s\\) on cpu"):
+    # ops ORT fused have a group time but no time of their own: listed, not guessed
+    alone = {u[0] for u in mapping.units if len(u) == 1}
+    with pytest.raises(ProfileError, match=f"lack {graph.num_ops - len(alone)} op\\(s\\) on cpu"):
         import_profiles(f"cpu={fused}", graph, platform, fill="emulator", progress=False)
 
 
