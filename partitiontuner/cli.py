@@ -77,7 +77,10 @@ def _add_platform_arg(p: argparse.ArgumentParser, *, from_plan: bool = False) ->
 
 def _add_profiles_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profiles", default="measure",
-                   help="measure (on this machine, cached; default), fixture (committed numbers) or a profile .json")
+                   help="measure (on this machine, cached; default), fixture (committed numbers) or files measured "
+                        "elsewhere: [PU=]FILE[,...] (CSV op,pu,latency_us; ONNX Runtime trace; profile --export JSON)")
+    p.add_argument("--fill", choices=("emulator", "measure"), default=None,
+                   help="complete imported profiles: NPU gaps from the emulator; measure: CPU gaps measured here too")
 
 
 def _add_problem_args(p: argparse.ArgumentParser, *, from_plan: bool = False) -> None:
@@ -130,6 +133,7 @@ def _spec(args: argparse.Namespace, progress: bool = True, platform: str | None 
         batch_size=getattr(args, "batch_size", None),
         threads=getattr(args, "threads", None),
         refresh=getattr(args, "refresh", False),
+        fill=getattr(args, "fill", None),
         constraints=_constraints(args),
         progress=progress and not getattr(args, "json", False),
     )
@@ -519,6 +523,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     return run_entry_point(lambda: args.func(args), debug=args.debug)
+
+
+# ---------------------------------------------------------------------------------
+# platform init
+
+
+def _add_platform(sub) -> None:
+    p = sub.add_parser("platform", help="platform files: init writes a commented one for this host")
+    actions = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    init = actions.add_parser("init", help="write a commented platform YAML for this host (cores, caches, ORT providers)",
+                              description="Write a platform YAML describing this host (one single-thread CPU PU per "
+                                          "core, caches and ONNX Runtime providers as comments, an NPU template) to "
+                                          "edit into your SoC. It loads with --platform FILE as written.")
+    init.add_argument("--out", default=None, metavar="FILE", help="write here (default: print to stdout)")
+    init.add_argument("--force", action="store_true", help="replace FILE if it exists")
+    _add_debug_alias(init)
+    init.set_defaults(func=_cmd_platform_init)
+
+
+def _cmd_platform_init(args: argparse.Namespace) -> int:
+    from partitiontuner.platform_init import write_host_platform
+
+    text = write_host_platform(args.out, force=args.force)
+    if args.out is None:
+        sys.stdout.write(text)
+    else:
+        print(f"platform for this host written to {args.out}; use it with --platform {args.out}", file=sys.stderr)
+    return 0
+
+
+_COMMANDS.append(_add_platform)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from partitiontuner.constraints import Constraints
 from partitiontuner.errors import ConfigError
@@ -16,7 +15,7 @@ from partitiontuner.profiling.profiles import Profiles
 from partitiontuner.zoo import load_model
 
 #: where profiles come from: measured (and cached) on this machine, the committed
-#: fixtures, or a profile JSON file
+#: fixtures, or else files measured elsewhere
 PROFILE_SOURCES = ("measure", "fixture")
 
 
@@ -28,11 +27,12 @@ class ProblemSpec:
         model: zoo name or ``.onnx`` path.
         platform: preset name or YAML path.
         profiles: ``measure`` (this machine, cached), ``fixture`` (committed, zoo only)
-            or a path to a profile JSON file.
+            or files measured elsewhere (see :mod:`partitiontuner.profiling.importers`).
         input_shapes: shapes for dynamic graph inputs.
         batch_size: first dimension of every graph input.
         threads: intra-op threads of every CPU PU.
         refresh: re-measure even when the cache has the numbers.
+        fill: complete imported profile files: ``emulator`` or ``measure``.
         constraints: pins, forbids and partition limits.
     """
 
@@ -43,6 +43,7 @@ class ProblemSpec:
     batch_size: int | None = None
     threads: int | None = None
     refresh: bool = False
+    fill: str | None = None
     constraints: Constraints = field(default_factory=Constraints)
     progress: bool = True
 
@@ -57,6 +58,8 @@ def load_problem(spec: ProblemSpec) -> Problem:
 
 
 def get_profiles(graph: OpGraph, platform: Platform, spec: ProblemSpec) -> Profiles:
+    if spec.fill and spec.profiles in PROFILE_SOURCES:
+        raise ConfigError(f"--fill completes imported profile files, not --profiles {spec.profiles}")
     if spec.profiles == "measure":
         from partitiontuner.profiling.build import build_profiles
 
@@ -65,12 +68,9 @@ def get_profiles(graph: OpGraph, platform: Platform, spec: ProblemSpec) -> Profi
         from partitiontuner.profiling.fixtures import fixture_profiles
 
         return fixture_profiles(graph, platform)
-    path = Path(spec.profiles)
-    if path.suffix == ".json" or path.exists():
-        profiles = Profiles.load_json(path)
-        profiles.check_matches(graph, platform)
-        return profiles
-    raise ConfigError(f"unknown profile source {spec.profiles!r}: use measure, fixture or a profile .json file")
+    from partitiontuner.profiling.importers import import_profiles
+
+    return import_profiles(spec.profiles, graph, platform, fill=spec.fill, refresh=spec.refresh, progress=spec.progress)
 
 
 # ---------------------------------------------------------------------------------
