@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from partitiontuner.constraints import Constraints
 from partitiontuner.errors import ConfigError
