@@ -495,37 +495,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------
-# parser
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="partitiontuner",
-        description="Schedule DNN operators over heterogeneous PUs (CPU + NPUs): profile, plan, simulate, run.",
-        epilog=f"Exit codes: 0 success; 2 bad input or a request that cannot be met (one line on stderr); "
-               f"{EXIT_OUTPUTS_DIFFER} run: the outputs differ from the whole-model run; 130 interrupted.",
-    )
-    parser.add_argument("--version", action="version", version=f"partitiontuner {__version__}")
-    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for add in _COMMANDS:
-        add(sub)
-    return parser
-
-
-_COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 0
-    return run_entry_point(lambda: args.func(args), debug=args.debug)
-
-
-# ---------------------------------------------------------------------------------
 # platform init
 
 
@@ -553,7 +522,39 @@ def _cmd_platform_init(args: argparse.Namespace) -> int:
     return 0
 
 
-_COMMANDS.append(_add_platform)
+
+# ---------------------------------------------------------------------------------
+# parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="partitiontuner",
+        description="Schedule DNN operators over heterogeneous PUs (CPU + NPUs): profile, plan, simulate, run.",
+        epilog=f"Exit codes: 0 success; 2 bad input or a request that cannot be met (one line on stderr); "
+               f"{EXIT_OUTPUTS_DIFFER} run: the outputs differ from the whole-model run; 130 interrupted.",
+    )
+    parser.add_argument("--version", action="version", version=f"partitiontuner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for add in _COMMANDS:
+        add(sub)
+    return parser
+
+
+_COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train,
+             _add_platform]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 0
+    return run_entry_point(lambda: args.func(args), debug=args.debug)
+
+
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -215,7 +215,7 @@ def test_debug_is_accepted_by_every_command():
     parser = build_parser()
     sub = parser._subparsers._group_actions[0].choices
     needs = {"graph": ["squeezenet"], "profile": ["squeezenet"], "simulate": ["squeezenet", "p.yaml"],
-             "run": ["squeezenet", "p.yaml"], "export": ["squeezenet", "p.yaml", "--out", "d"]}
+             "run": ["squeezenet", "p.yaml"], "export": ["squeezenet", "p.yaml", "--out", "d"], "platform": ["init"]}
     for name in sub:
         ns = parser.parse_args([name, *needs.get(name, []), "--debug"])
         assert ns.debug is True, name
