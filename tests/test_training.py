@@ -25,7 +25,8 @@ from partitiontuner.training.checkpoint import (
     save_checkpoint,
     shipped_checkpoint,
 )
-from partitiontuner.training.ppo import Args, args_from, field_docs, gae, train
+from partitiontuner.training.args import Args, args_from, field_docs
+from partitiontuner.training.ppo import gae, train
 
 
 def small_problem():
