@@ -316,12 +316,9 @@ class OraclePlanner(Planner):
         """The quick planners' plans (those that satisfy the problem's constraints):
         incumbents when the search is stopped before proving optimality. The shipped
         RL policy's greedy plan is one of them when the policy can be loaded."""
-        from partitiontuner.agents.baselines import NpuFirstPlanner
-        from partitiontuner.agents.greedy import GreedyPlanner
-        from partitiontuner.agents.heft import HeftPlanner
-        from partitiontuner.agents.paper import PartitionTunerPlanner
+        from partitiontuner.agents.registry import quick_planners
 
-        planners: list[Planner] = [NpuFirstPlanner(), GreedyPlanner(), PartitionTunerPlanner(), HeftPlanner()]
+        planners: list[Planner] = quick_planners()
         try:
             from partitiontuner.agents.rl_planner import RLPlanner
 

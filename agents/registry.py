@@ -31,6 +31,11 @@ from partitiontuner.errors import ConfigError
 
 METHODS = ("cpu-only", "npu-first", "greedy", "partitiontuner", "heft", "random", "oracle", "rl")
 
+#: the quick classical planners whose best plan is the reference a slower planner must
+#: never lose to: the oracle's incumbents, training's validation reference and its
+#: behaviour-cloning demonstrations (cpu-only is dominated and random is slow)
+QUICK_METHODS = ("npu-first", "greedy", "partitiontuner", "heft")
+
 _CLASSES = {
     "cpu-only": "partitiontuner.agents.baselines:CpuOnlyPlanner",
     "npu-first": "partitiontuner.agents.baselines:NpuFirstPlanner",
@@ -66,6 +71,11 @@ def planner_options_help() -> str:
         opts = OPTIONS[m]
         lines.append(f"{m}: " + ("; ".join(f"{k} = {v}" for k, v in opts.items()) if opts else "no options"))
     return "\n".join(lines)
+
+
+def quick_planners() -> list[Planner]:
+    """One planner of each of :data:`QUICK_METHODS`, with default options."""
+    return [make_planner(m) for m in QUICK_METHODS]
 
 
 def make_planner(method: str, **options: Any) -> Planner:

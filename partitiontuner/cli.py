@@ -398,50 +398,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
+    from partitiontuner.training.args import add_training_arguments
+
     p = sub.add_parser("train", help="train the RL policy with PPO (writes a checkpoint, CSV and TensorBoard logs)",
                        description="Train the GNN policy with PPO over the training corpus (zoo training split + "
-                                   "generated DAGs). Every training option has a flag here or goes through --set.")
-    p.add_argument("--steps", type=int, default=None, help="environment steps (sampled op decisions) to train for "
-                                                          "(default: Args.total_timesteps in training/ppo.py)")
-    p.add_argument("--out", default=None, help="checkpoint path (default runs/ppo/policy.pt; logs next to it)")
-    p.add_argument("--resume", default=None, metavar="CKPT", help="continue a run exactly from its checkpoint")
-    p.add_argument("--seed", type=int, default=None, help="seed of everything (default 1)")
-    p.add_argument("--problems-per-iteration", type=int, default=None, help="corpus problems drawn per PPO iteration (default 8)")
-    p.add_argument("--samples-per-problem", type=int, default=None,
-                   help="sampled episodes per drawn problem, besides the greedy baseline episode (default 16)")
-    p.add_argument("--threads", type=int, default=None, help="torch threads (default 1)")
-    p.add_argument("--time-limit", type=float, default=None, metavar="MIN", help="stop with a checkpoint after MIN minutes")
-    p.add_argument("--val-reference", choices=("baselines", "oracle"), default=None,
-                   help="validation reference: best baseline (default) or the oracle")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="any other training option (python -m partitiontuner.training.ppo --help lists them)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--json", action="store_true", help="print one JSON summary at the end")
+                                   "generated DAGs). Every training option has a flag (the same as "
+                                   "python -m partitiontuner.training.ppo).")
+    add_training_arguments(p)
+    p.add_argument("--json", action="store_true", help="no progress bars; print one JSON summary at the end")
     _add_debug_alias(p)
     p.set_defaults(func=_cmd_train)
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
+    from partitiontuner.training.args import args_from_namespace
     from partitiontuner.training.checkpoint import load_checkpoint
-    from partitiontuner.training.ppo import args_from, train
+    from partitiontuner.training.ppo import train
 
-    overrides: dict[str, Any] = {}
-    for flag, name in (("steps", "total_timesteps"), ("out", "out"), ("resume", "resume"), ("seed", "seed"),
-                       ("problems_per_iteration", "problems_per_iteration"), ("samples_per_problem", "samples_per_problem"),
-                       ("threads", "threads"), ("time_limit", "time_limit_min"),
-                       ("val_reference", "val_reference")):
-        if getattr(args, flag) is not None:
-            overrides[name] = getattr(args, flag)
-    for item in args.set:
-        key, eq, value = item.partition("=")
-        if not eq:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
-        overrides[key.strip().replace("-", "_")] = value.strip()
-    overrides["progress"] = not (args.no_progress or args.json)
-    cfg = args_from(overrides)
-    quiet = args.json
-    path = train(cfg, log=(lambda _msg: None) if quiet else (lambda msg: _console().print(msg, soft_wrap=True)),
-                 explicit=[k for k in overrides if k != "progress"])
+    cfg = args_from_namespace(args)
+    cfg.progress = cfg.progress and not args.json
+    path = train(cfg, log=(lambda _msg: None) if args.json else (lambda msg: _console().print(msg, soft_wrap=True)))
     if args.json:
         ck = load_checkpoint(path)
         _print_json({"checkpoint": str(path), "global_step": ck.global_step, "iteration": ck.iteration,

@@ -1,4 +1,7 @@
-"""Small random models, platforms and profiles: for property tests and the RL corpus.
+"""Small random models, platforms and profiles: for property tests of the planners,
+the simulator and the environment (the RL corpus has its own realistic generators,
+:mod:`partitiontuner.training.generators` and
+:func:`partitiontuner.training.corpus.random_training_platform`).
 
 Models are real ONNX graphs (1x1 Conv for one input, Concat to merge), so they go
 through the same loader as any user model; profiles are random but well-formed.
@@ -57,7 +60,8 @@ def random_graph(rng: np.random.Generator, num_ops: int, **kw) -> OpGraph:
 
 
 def random_platform(rng: np.random.Generator, num_pus: int) -> Platform:
-    """A CPU host plus ``num_pus - 1`` NPUs with random overheads and links."""
+    """A toy platform of ``num_pus`` PUs: a CPU host plus ``num_pus - 1`` small NPUs
+    (Conv and Concat only) with random overheads and links."""
     pus = [{"name": "cpu", "kind": "cpu", "dispatch_overhead_us": float(rng.uniform(0, 10))}]
     for k in range(num_pus - 1):
         pus.append({

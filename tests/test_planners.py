@@ -29,7 +29,8 @@ from partitiontuner.platform import platform_from_dict
 from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator, simulate
 
-HEURISTICS = ("cpu-only", "npu-first", "greedy", "partitiontuner", "heft", "random")
+#: every planner except the oracle and the learned policy
+CLASSICAL_METHODS = ("cpu-only", "npu-first", "greedy", "partitiontuner", "heft", "random")
 FAST = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
@@ -62,7 +63,7 @@ def random_problem(seed: int, num_ops: int | None = None, num_pus: int | None = 
 def test_every_planner_gives_a_valid_plan_on_random_graphs(seed):
     p = random_problem(seed)
     sim = Simulator(p)
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         plan = planner(m).plan(p)
         validate_plan(p, plan)
         assert plan.method == m
@@ -422,14 +423,14 @@ def test_every_planner_obeys_pins_and_forbids():
     fast_npu = {"a": [50, 1], "b": [50, 1], "c": [50, 1], "d": [50, 1]}
     c = Constraints(pins=(parse_rule("c=cpu", "=", "pin"),), forbids=(parse_rule("a:npu", ":", "forbid"),))
     p = problem(diamond(), two_pu_platform(), fast_npu, constraints=c)
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         if m == "cpu-only":
             continue
         dev = devices(p, planner(m).plan(p))
         assert dev[2] == "cpu" and dev[0] == "cpu", m
     c = Constraints(forbids=(parse_rule("Relu:npu", ":", "forbid"),))
     p = problem(diamond(), two_pu_platform(), fast_npu, constraints=c)
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         dev = devices(p, planner(m).plan(p))
         assert dev[:3] == ["cpu", "cpu", "cpu"], m
 
@@ -440,7 +441,7 @@ def test_every_planner_obeys_partition_limits(seed, limit, min_ops):
     rng = np.random.default_rng(seed)
     n = int(rng.integers(3, 20))
     p = random_problem(seed, num_ops=n, constraints=Constraints(max_partitions=limit, min_partition_ops=min(min_ops, n)))
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         plan = planner(m).plan(p)
         validate_plan(p, plan)  # checks the constraints too
         assert plan.num_partitions <= limit
@@ -451,7 +452,7 @@ def test_memory_capacity_splits_and_moves_work_off_the_npu():
     # 1,000-byte tensors: a partition of k chain ops holds k + 1 tensors on the npu
     pl = two_pu_platform(npu_memory_mib=3000 / 2**20)
     p = problem(chain(4), pl, {f"op{i}": [50, 1] for i in range(4)})
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         plan = planner(m).plan(p)
         validate_plan(p, plan)
         assert memory_use(p, plan)[1] <= 3000
@@ -476,7 +477,7 @@ def test_every_planner_obeys_weight_memory_on_random_graphs(seed, share):
     prof = synthetic.random_profiles(rng, g, pl, unsupported=0.0)
     prof.op_latency_us[:, 1] *= 0.1  # the npu is attractive: planners want to overfill it
     p = Problem(g, pl, prof)
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         plan = planner(m).plan(p)
         validate_plan(p, plan)
         assert memory_use(p, plan)[1] <= cap
@@ -489,7 +490,7 @@ def _act(g, v):
 def test_impossible_partition_limit_names_the_two_ops():
     c = Constraints(pins=(parse_rule("op0=npu", "=", "pin"),), max_partitions=1)
     p = problem(chain(3), two_pu_platform(), {"op0": [1, 1], "op1": [1, None], "op2": [1, 1]}, constraints=c)
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         msg = "may not run on the host" if m == "cpu-only" else \
             "--max-partitions 1 cannot be met: op 'op0' may only run on npu and op 'op1' only on cpu"
         with pytest.raises(InfeasiblePlanError, match=msg):
@@ -542,7 +543,7 @@ def test_registry_rejects_unknown_methods_and_options():
         registry.make_planner("partitiontuner", switch_penalty_us=-1.0)
     assert isinstance(registry.make_planner("random", samples=None, seed=None), RandomPlanner)
     assert registry.make_planner("random", samples=5, seed=2).samples == 5
-    for m in HEURISTICS:
+    for m in CLASSICAL_METHODS:
         assert registry.make_planner(m).name == m
     help_text = registry.planner_options_help()
     assert all(help_text.count(f"{m}:") >= 1 for m in registry.METHODS)
@@ -580,7 +581,7 @@ def test_every_planner_on_every_zoo_model_and_preset(model):
         p = load_problem(ProblemSpec(model, preset, profiles="fixture", progress=False))
         sim = Simulator(p)
         spans = {}
-        for m in HEURISTICS:
+        for m in CLASSICAL_METHODS:
             plan = registry.make_planner(m, samples=3 if m == "random" else None).plan(p)
             validate_plan(p, plan)
             spans[m] = sim.plan_makespan(plan)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import itertools
 import json
 import subprocess
@@ -18,6 +19,7 @@ from partitiontuner.agents.rl_planner import RLPlanner, decode
 from partitiontuner.env import PartitionTunerEnv, ProblemContext
 from partitiontuner.errors import ConfigError
 from partitiontuner.plan import validate_plan
+from partitiontuner.training.args import Args, args_from, field_docs
 from partitiontuner.training.checkpoint import (
     Checkpoint,
     export_policy,
@@ -25,7 +27,7 @@ from partitiontuner.training.checkpoint import (
     save_checkpoint,
     shipped_checkpoint,
 )
-from partitiontuner.training.ppo import Args, args_from, field_docs, gae, train
+from partitiontuner.training.ppo import gae, train
 
 
 def small_problem():
@@ -174,7 +176,7 @@ def test_bad_checkpoints_give_one_clear_error(tmp_path):
     with pytest.raises(ConfigError, match="feature schema v999"):
         load_checkpoint(other)
     with pytest.raises(ConfigError, match="do not fit the policy"):
-        load_checkpoint(path).make_policy()
+        load_checkpoint(path)
     with pytest.raises(ConfigError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
     # pickled code is refused by the safe loader
@@ -184,20 +186,70 @@ def test_bad_checkpoints_give_one_clear_error(tmp_path):
         load_checkpoint(evil)
 
 
-def test_args_every_field_documented_and_used():
-    import inspect
+def _attributes_read(tree: ast.AST, owner: str) -> set[str]:
+    """Names ``x`` of every ``owner.x`` in the code (not in comments or strings)."""
+    return {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+            and n.value.id == owner}
 
-    from partitiontuner.training import ppo
+
+def test_args_every_field_documented_used_and_a_flag():
+    import argparse
+    from pathlib import Path
+
+    import partitiontuner.training as training_pkg
+    from partitiontuner.training.args import DERIVED, add_training_arguments, args_from_namespace
 
     docs = field_docs()
     names = [f for f in Args.__dataclass_fields__]
     assert set(docs) == set(names)
-    src = inspect.getsource(ppo.train) + inspect.getsource(ppo.Args.derive) + inspect.getsource(ppo.warm_start)
+    # every field is read as ``args.<field>`` by the training code (comments and strings do not count)
+    used: set[str] = set()
+    for path in Path(training_pkg.__file__).parent.glob("*.py"):
+        tree = ast.parse(path.read_text())
+        used |= _attributes_read(tree, "args") | _attributes_read(tree, "self")
+    assert not set(names) - used, f"Args fields never used: {sorted(set(names) - used)}"
+    # every option is a flag that sets its field (booleans both ways), and only the given ones override
+    parser = argparse.ArgumentParser()
+    add_training_arguments(parser)
+    default = Args()
     for name in names:
-        assert f"args.{name}" in src or f"self.{name}" in src, f"Args.{name} is never used"
+        if name in DERIVED:
+            continue
+        value = getattr(default, name)
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            argv = [f"--no-{name.replace('_', '-')}" if value else flag]
+        elif name in ("baseline", "val_reference"):
+            argv = [flag, {"greedy": "critic", "baselines": "oracle"}[value]]
+        elif isinstance(value, str):
+            argv = [flag, "somewhere.pt"] if name != "resume" else []
+        else:
+            argv = [flag, str(value + 1 if name not in ("gamma", "gae_lambda", "variant_fraction", "zoo_weight")
+                              else value / 2)]
+        if not argv:
+            continue
+        got = args_from_namespace(parser.parse_args(argv))
+        assert getattr(got, name) != value, name
+        assert all(getattr(got, o) == getattr(default, o) for o in names if o not in (name, *DERIVED)), name
+    got = args_from_namespace(parser.parse_args(["--steps", "7", "--time-limit", "0.5", "--set", "bc_epochs=3"]))
+    assert (got.total_timesteps, got.time_limit_min, got.bc_epochs) == (7, 0.5, 3)
     with pytest.raises(ConfigError, match="unknown training option"):
         args_from({"learning_rat": 1})
     assert args_from({"learning_rate": "0.5", "norm_adv": "false"}).norm_adv is False
+    for bad, match in (({"channels": 100000}, "channels"), ({"problems_per_iteration": 0}, "problems_per_iteration"),
+                       ({"gamma": 1.5}, "gamma"), ({"learning_rate": float("nan")}, "finite"),
+                       ({"seed": "x"}, "not a int")):
+        with pytest.raises(ConfigError, match=match):
+            args_from(bad).derive()
+
+
+def test_returns_to_go_discounts_with_gamma():
+    from partitiontuner.training.ppo import returns_to_go
+
+    rewards = torch.tensor([[1.0, 0.0], [2.0, 1.0], [3.0, 0.5]])
+    assert returns_to_go(rewards, 1.0)[:, 0].tolist() == [6.0, 5.0, 3.0]
+    assert returns_to_go(rewards, 0.5)[:, 0].tolist() == pytest.approx([1 + 0.5 * (2 + 0.5 * 3), 2 + 0.5 * 3, 3.0])
+    assert returns_to_go(rewards, 0.5)[:, 1].tolist() == pytest.approx([0.5 + 0.25 * 0.5, 1.25, 0.5])
 
 
 def test_cli_train_smoke(tmp_path):
@@ -229,7 +281,7 @@ def test_shipped_policy_is_installed_and_plans():
     validate_plan(pr, plan)
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     import signal
     import time
 
@@ -245,10 +297,12 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(tmp_path):
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr
-    assert "interrupted" in stdout and "--resume" in stdout and "Traceback" not in stderr
+    assert proc.returncode == 130, stderr  # 128 + SIGINT, as the README promises
+    assert stderr == "partitiontuner: interrupted\n"
+    assert "interrupted: saved" in stdout and "--resume" in stdout
     ck = load_checkpoint(out)
     assert ck.iteration >= 2 and ck.optimizer and ck.rng is not None  # a boundary snapshot, ready to resume
+    assert not [f.name for f in out.parent.iterdir() if f.name.endswith(".tmp")]  # nothing half-written
 
 
 def test_self_critic_advantages_and_shaped_rewards():
@@ -306,3 +360,80 @@ def test_generated_families_are_valid_problems(family):
         assert sum(n.op_type == "MatMul" and not n.weights for n in g.nodes) >= 2  # scores and weighted values
     if family == "unet":
         assert "Concat" in types and types & {"ConvTranspose", "Resize"}
+
+
+def test_resume_writes_beside_the_checkpoint_and_keeps_its_options(tmp_path):
+    from partitiontuner.training.args import merge_resume
+
+    run = train(tiny_args(tmp_path / "run", total_timesteps=128), log=lambda m: None, problems=[small_problem()])
+    merged = merge_resume(Args(resume=str(run), total_timesteps=999), explicit=["resume", "total_timesteps"])
+    assert merged.out == str(run)  # not ./runs/ppo/
+    assert merged.channels == 16 and merged.total_timesteps == 999  # the checkpoint's options, except those given
+    moved = merge_resume(Args(resume=str(run), out=str(tmp_path / "elsewhere.pt")), explicit=["resume", "out"])
+    assert moved.out == str(tmp_path / "elsewhere.pt")
+
+
+def test_crafted_training_checkpoints_on_resume_give_one_clear_error(tmp_path):
+    pr = small_problem()
+    good = load_checkpoint(train(tiny_args(tmp_path / "run", total_timesteps=128), log=lambda m: None, problems=[pr]))
+    crafted = {
+        "rng": replace(good, rng={"numpy": good.rng["numpy"]}),  # KeyError before
+        "optimizer": replace(good, optimizer={"state": {}, "param_groups": [{"params": [0]}]}),
+        "adam": replace(good, optimizer={**good.optimizer, "state": {
+            k: {**v, "exp_avg": torch.zeros(3)} for k, v in good.optimizer["state"].items()}}),
+        "torch-rng": replace(good, rng={**good.rng, "torch": torch.zeros(3, dtype=torch.uint8)}),
+    }
+    for name, ck in crafted.items():
+        path = save_checkpoint(tmp_path / f"{name}.pt", ck)
+        with pytest.raises(ConfigError, match="cannot resume from this checkpoint"):
+            train(tiny_args(tmp_path / name, resume=str(path), total_timesteps=256), log=lambda m: None, problems=[pr])
+        assert not (tmp_path / name).exists()  # nothing written
+    # the same through the command line: one line, exit 2 (a checkpoint whose options are nonsense)
+    bad_args = save_checkpoint(tmp_path / "args.pt", replace(good, args={**good.args, "channels": "many"}))
+    res = subprocess.run([sys.executable, "-m", "partitiontuner.cli", "train", "--resume", str(bad_args)],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 2 and res.stderr.count("\n") == 1 and "training options are not usable" in res.stderr
+
+
+def test_trainer_help_works():
+    res = subprocess.run([sys.executable, "-m", "partitiontuner.training.ppo", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "--adv-floor" in res.stdout and "0.1 % of the reference" in " ".join(res.stdout.split())
+    cli = subprocess.run([sys.executable, "-m", "partitiontuner.cli", "train", "--help"], capture_output=True, text=True,
+                         timeout=120)
+    assert cli.returncode == 0 and "--adv-floor" in cli.stdout and "--steps" in cli.stdout
+
+
+def test_behaviour_cloning_is_bounded_by_steps_and_time_and_shows_progress(monkeypatch):
+    import time
+
+    from partitiontuner.agents.gnn_policy import GNNPolicy
+    from partitiontuner.training import warm_start as ws
+
+    bars = []
+
+    class Recorder:
+        def __init__(self, show, label, total, done=0):
+            self.show, self.total, self.done = show, total, [done]
+            bars.append(self)
+
+        def update(self, done, status):
+            self.done.append(done)
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(ws, "ProgressBar", Recorder)
+    problems = [small_problem()] * 4  # 5 decisions each
+    rng = np.random.default_rng(0)
+    policy = GNNPolicy(channels=8, num_layers=1, hidden=16)
+    args = Args(bc_epochs=60, bc_batch=1, total_timesteps=5, progress=True)
+    done = ws.warm_start(policy, problems, args, rng, log=lambda m: None)
+    assert done["decisions"] == 10 and done["epochs"] == 1  # 2 x 5 steps, not 60 epochs x 20 decisions
+    assert bars[-1].show and bars[-1].total == 10 and bars[-1].done[-1] == 10
+    args = Args(bc_epochs=60, bc_batch=1, total_timesteps=10**6, progress=False)
+    done = ws.warm_start(policy, problems, args, rng, log=lambda m: None, deadline=time.time() - 1)
+    assert done["decisions"] == 5 and not bars[-1].show  # the time limit stops it after one batch
+    done = ws.warm_start(policy, problems, replace(args, bc_epochs=2), rng, log=lambda m: None)
+    assert done["decisions"] == 40 and done["epochs"] == 2  # unbounded: every epoch

@@ -33,7 +33,8 @@ from partitiontuner.env.state import ScheduleState
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
 
-HEURISTICS = ("myopic", "lookahead", "dp")
+#: the rollouts of the environment's own state machine that :func:`heuristic_actions` knows
+HEURISTIC_ROLLOUTS = ("myopic", "lookahead", "dp")
 
 
 def _argmin_action(st: ScheduleState, key) -> tuple[int, int]:
@@ -149,22 +150,20 @@ def oracle_plan(problem: Problem, time_limit_s: float) -> Plan | None:
 
 
 def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple[list[int], float, str]:
-    """The best of the replayed baselines, the heuristics and (``oracle_time_s > 0``)
+    """The best of the replayed quick planners' plans
+    (:data:`partitiontuner.agents.registry.QUICK_METHODS`), the heuristic rollouts and (``oracle_time_s > 0``)
     the replayed oracle plan: ``(actions, makespan, source)``."""
-    from partitiontuner.agents.baselines import NpuFirstPlanner
-    from partitiontuner.agents.greedy import GreedyPlanner
-    from partitiontuner.agents.heft import HeftPlanner
-    from partitiontuner.agents.paper import PartitionTunerPlanner
+    from partitiontuner.agents.registry import quick_planners
     from partitiontuner.errors import PartitionTunerError
 
     candidates: list[tuple[float, str, list[int]]] = []
-    for planner in (PartitionTunerPlanner(), GreedyPlanner(), HeftPlanner(), NpuFirstPlanner()):
+    for planner in quick_planners():
         try:
             actions = replay_actions(ctx, planner.plan(ctx.problem))
         except PartitionTunerError:
             continue
         candidates.append((rollout_makespan(ctx, actions), planner.name, actions))
-    for kind in HEURISTICS:
+    for kind in HEURISTIC_ROLLOUTS:
         actions = heuristic_actions(ctx, kind)
         candidates.append((rollout_makespan(ctx, actions), kind, actions))
     if oracle_time_s > 0:

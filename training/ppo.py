@@ -1,10 +1,14 @@
-"""PPO for the PartitionTuner policy, in one file (CleanRL's ``ppo.py`` layout).
+"""PPO for the PartitionTuner policy (CleanRL's ``ppo.py`` layout).
 
-Reads top to bottom: :class:`Args`, :func:`make_contexts`, :func:`layer_init`, the
-advantage functions, then :func:`train`: seed, build the corpus, warm-start the
-policy, and per iteration: rollout, advantages, flatten, minibatch epochs, log,
-validate, checkpoint. Run it as ``partitiontuner train`` or
-``python -m partitiontuner.training.ppo``.
+Reads top to bottom: :class:`Args` (defined in :mod:`partitiontuner.training.args`,
+which ``partitiontuner``'s parser imports without torch), :func:`make_contexts`,
+:func:`layer_init`, the advantage functions, then :func:`train`: seed, build the
+corpus, warm-start the policy, and per iteration: rollout, advantages, flatten,
+minibatch epochs, log, validate, checkpoint. Run it as ``partitiontuner train`` or
+``python -m partitiontuner.training.ppo`` (the same flags). The rest of a run lives in
+its own modules: :mod:`~partitiontuner.training.warm_start` (behaviour cloning),
+:mod:`~partitiontuner.training.validation` (checkpoint selection),
+:mod:`~partitiontuner.training.run_log` (progress bars, CSV, TensorBoard).
 
 Rollouts (POMO-style, Kwon et al. 2020, https://arxiv.org/abs/2010.16011): each
 iteration draws ``problems_per_iteration`` corpus problems and runs, per problem,
@@ -28,34 +32,31 @@ Advantages (``--baseline``):
   PPO checkpoint validated worse than the warm start.
 * ``critic``: GAE (:func:`gae`) over the shaped per-step rewards with the value head.
 
-The value head is trained on the Monte-Carlo returns-to-go in both modes.
+The value head is trained on the returns-to-go discounted by ``gamma``
+(:func:`returns_to_go`) in both modes; with the default ``gamma = 1`` the return of the
+first step is exactly the episode's normalised gain.
 
-Warm start (:func:`warm_start`, ``--bc-epochs``): the actor first clones, on every
-training problem, the best of the baselines' plans, three heuristic rollouts and
-(``--oracle-demo-s``) the oracle's plan where the oracle proves it optimal within that
-time (:mod:`partitiontuner.training.demonstrations`); PPO then improves on the cloned
-policy with the simulator's reward. Validation: greedy decoding of the training zoo
-models on ``cpu-npu``, against the best baseline or the oracle; the checkpoint that
-validates best (the warm start included) is written to ``<out stem>-best.pt``.
+Warm start (``--bc-epochs``, :mod:`partitiontuner.training.warm_start`): the actor first
+clones the best demonstration of every training problem; PPO then improves on the
+cloned policy with the simulator's reward. Validation: greedy decoding of the training
+zoo models on ``cpu-npu``, against the best quick planner or the oracle; the checkpoint
+that validates best (the warm start included) is written to ``<out stem>-best.pt``.
 
 Exact resumption: a checkpoint taken at an iteration boundary holds the weights, the
 optimizer and the numpy and torch sampling generators' states (rollouts start fresh
 each iteration, so no episode is in flight), so ``--resume`` continues with
-bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and exits cleanly.
+bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and exits with 130.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
 import copy
-import csv
-import inspect
 import math
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, fields
 from pathlib import Path
 from typing import Any
 
@@ -67,135 +68,27 @@ import torch.optim as optim
 from partitiontuner.agents.gnn_policy import GNNPolicy
 from partitiontuner.agents.rl_planner import Trajectories, rollout
 from partitiontuner.env.features import MAX_PUS, ProblemContext
-from partitiontuner.errors import ConfigError
+from partitiontuner.errors import ConfigError, run_entry_point
 from partitiontuner.problem import Problem
-from partitiontuner.training.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
+from partitiontuner.training.args import (
+    Args,
+    add_training_arguments,
+    args_from,
+    args_from_namespace,
+)
+from partitiontuner.training.checkpoint import (
+    Checkpoint,
+    load_checkpoint,
+    restore_run,
+    run_rng_state,
+    save_uninterrupted,
+)
+from partitiontuner.training.run_log import ProgressBar, RunLog, ppo_status
+from partitiontuner.training.validation import validate, validation_set
+from partitiontuner.training.warm_start import warm_start
 
-BASELINES = ("greedy", "critic")
-
-
-@dataclass
-class Args:
-    seed: int = 1
-    """seed of everything: corpus, problem draws, weights, sampling, minibatches"""
-    torch_deterministic: bool = True
-    """use deterministic torch algorithms (resumed runs match uninterrupted ones)"""
-    threads: int = 1
-    """torch intra-op threads (1: the rollout's small batches gain nothing from more, and
-    on a shared machine extra threads spin against other processes)"""
-    total_timesteps: int = 1_000_000
-    """sampled op decisions (environment steps) to train for"""
-    time_limit_min: float = 0.0
-    """stop (with a checkpoint) after this many minutes; 0 = no limit"""
-    learning_rate: float = 1e-4
-    """Adam learning rate of PPO"""
-    anneal_lr: bool = True
-    """decay the learning rate linearly to 0"""
-    problems_per_iteration: int = 8
-    """corpus problems drawn per iteration"""
-    samples_per_problem: int = 16
-    """sampled episodes per drawn problem (plus one greedy episode for the baseline)"""
-    baseline: str = "greedy"
-    """advantage baseline: 'greedy' (sampled return minus the greedy return of the same
-    problem) or 'critic' (GAE with the value head)"""
-    gamma: float = 1.0
-    """discount of the 'critic' baseline (1: the return is exactly the plan's normalised gain)"""
-    gae_lambda: float = 0.95
-    """GAE lambda of the 'critic' baseline"""
-    num_minibatches: int = 4
-    """minibatches per epoch"""
-    update_epochs: int = 4
-    """epochs over each rollout"""
-    norm_adv: bool = True
-    """divide advantages by their standard deviation over the iteration (at least adv_floor)"""
-    adv_floor: float = 1e-3
-    """smallest advantage scale when normalising: gain differences below ~0.1 % of the
-    reference makespan are not blown up to unit size"""
-    clip_coef: float = 0.2
-    """PPO ratio clip"""
-    clip_vloss: bool = True
-    """clip the value loss as PPO does"""
-    ent_coef: float = 0.01
-    """entropy bonus (keeps sampling exploring around the cloned policy)"""
-    vf_coef: float = 0.5
-    """value loss weight"""
-    max_grad_norm: float = 0.5
-    """gradient clipping norm"""
-    target_kl: float = 0.02
-    """stop an update's epochs early above this approximate KL; 0 = never"""
-    init: str = ""
-    """start from this checkpoint's weights instead of the warm start (e.g. a cloned policy)"""
-    bc_epochs: int = 60
-    """behaviour-cloning epochs over the best demonstration of every training problem
-    before PPO (training/demonstrations.py); 0 = pure PPO from scratch"""
-    bc_learning_rate: float = 1e-3
-    """Adam learning rate of the behaviour cloning"""
-    bc_batch: int = 8
-    """problems per behaviour-cloning gradient step"""
-    oracle_demo_s: float = 0.0
-    """also demonstrate the oracle's plan of a training problem when the oracle proves it
-    optimal within this many seconds (one thread); 0 = no oracle demonstrations"""
-    channels: int = 64
-    """policy embedding size"""
-    num_layers: int = 4
-    """message-passing layers"""
-    hidden: int = 128
-    """actor / critic MLP width"""
-    generated: int = 120
-    """generated graphs in the corpus"""
-    min_ops: int = 20
-    """smallest generated graph"""
-    max_ops: int = 500
-    """largest generated graph"""
-    zoo_variants: int = 2
-    """random platforms each training zoo model is also put on"""
-    variant_fraction: float = 0.5
-    """share of generated graphs on a random platform (the rest on cpu-npu)"""
-    zoo_weight: float = 0.5
-    """probability that a draw is a training zoo model on cpu-npu"""
-    eval_every: int = 5
-    """validate (greedy, training zoo models on cpu-npu) every this many iterations; 0 = only at the end"""
-    val_reference: str = "baselines"
-    """validation reference: 'baselines' (best of npu-first, greedy, partitiontuner, heft) or 'oracle'"""
-    save_every: int = 10
-    """write the checkpoint every this many iterations"""
-    out: str = "runs/ppo/policy.pt"
-    """checkpoint path; logs (CSV, TensorBoard) go to <out dir>/logs, the best validated policy to <out stem>-best.pt"""
-    resume: str = ""
-    """checkpoint to resume from (its Args are used, except out, resume, progress, time_limit_min,
-    stop_after_iterations and the options given on this command line)"""
-    progress: bool = True
-    """show a rich progress bar"""
-    stop_after_iterations: int = 0
-    """stop after this many iterations of this run, writing a checkpoint (for tests); 0 = never"""
-
-    # filled in once after parsing
-    batch_episodes: int = 0
-    """problems_per_iteration * samples_per_problem (derived)"""
-    minibatch_problems: int = 0
-    """problems per minibatch: ceil(problems_per_iteration / num_minibatches) (derived)"""
-
-    def derive(self) -> Args:
-        if min(self.problems_per_iteration, self.samples_per_problem, self.num_minibatches, self.update_epochs) < 1:
-            raise ConfigError("problems_per_iteration, samples_per_problem, num_minibatches and update_epochs must be >= 1")
-        if self.baseline not in BASELINES:
-            raise ConfigError(f"baseline must be one of {', '.join(BASELINES)}, got {self.baseline!r}")
-        if self.val_reference not in ("baselines", "oracle"):
-            raise ConfigError(f"val_reference must be 'baselines' or 'oracle', got {self.val_reference!r}")
-        self.batch_episodes = self.problems_per_iteration * self.samples_per_problem
-        self.minibatch_problems = -(-self.problems_per_iteration // self.num_minibatches)
-        return self
-
-
-def field_docs() -> dict[str, str]:
-    """Each ``Args`` field's docstring (the string literal under it), for ``--help``."""
-    tree = ast.parse(inspect.getsource(Args))
-    body = tree.body[0].body  # type: ignore[attr-defined]
-    docs = {}
-    for a, b in zip(body, body[1:], strict=False):
-        if isinstance(a, ast.AnnAssign) and isinstance(b, ast.Expr) and isinstance(b.value, ast.Constant):
-            docs[a.target.id] = str(b.value.value)  # type: ignore[union-attr]
-    return docs
+__all__ = ["Args", "args_from", "gae", "layer_init", "main", "make_contexts", "returns_to_go", "self_critic_advantages",
+           "shaped_rewards", "train"]
 
 
 def make_contexts(problems: Sequence[Problem]) -> list[ProblemContext]:
@@ -223,7 +116,7 @@ def init_agent(agent: GNNPolicy) -> GNNPolicy:
 
 
 # ---------------------------------------------------------------------------------
-# advantages
+# advantages and returns
 
 
 def gae(rewards: torch.Tensor, values: torch.Tensor, dones: torch.Tensor, next_value: torch.Tensor,
@@ -280,99 +173,32 @@ def shaped_rewards(partial_us: torch.Tensor, makespan_us: torch.Tensor, ref_us: 
     return rewards
 
 
-# ---------------------------------------------------------------------------------
-# validation
+def returns_to_go(rewards: torch.Tensor, gamma: float) -> torch.Tensor:
+    """Discounted returns-to-go ``G_t = r_t + gamma * G_{t+1}`` of whole episodes, the
+    value head's targets.
 
-
-def validation_set(entries, reference: str) -> list[tuple[str, Problem, float]]:
-    """``(name, problem, reference makespan)`` for the training zoo models on cpu-npu."""
-    from partitiontuner.simulate import Simulator
-
-    out = []
-    for e in entries:
-        if e.group != "zoo":
-            continue
-        pr = e.problem
-        sim = Simulator(pr)
-        if reference == "oracle":
-            from partitiontuner.agents.registry import make_planner
-
-            ref = sim.plan_makespan(make_planner("oracle").plan(pr))
-        else:
-            from partitiontuner.agents.baselines import NpuFirstPlanner
-            from partitiontuner.agents.greedy import GreedyPlanner
-            from partitiontuner.agents.heft import HeftPlanner
-            from partitiontuner.agents.paper import PartitionTunerPlanner
-
-            ref = min(sim.plan_makespan(P().plan(pr)) for P in (NpuFirstPlanner, GreedyPlanner, PartitionTunerPlanner, HeftPlanner))
-        out.append((pr.graph.name, pr, ref))
+    Args:
+        rewards: ``(steps, episodes)``, each column one whole episode.
+        gamma: the discount; at 1 the first step's return is the episode's gain.
+    """
+    if gamma == 1.0:
+        return rewards.flip(0).cumsum(0).flip(0)
+    out = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[0])
+    for t in reversed(range(rewards.shape[0])):
+        running = rewards[t] + gamma * running
+        out[t] = running
     return out
 
 
-def validate(agent: GNNPolicy, val: Sequence[tuple[str, Problem, float]]) -> dict[str, float]:
-    """Greedy-decode every validation problem: makespan / reference per model, mean and max."""
-    from partitiontuner.agents.rl_planner import decode
-
-    ratios = {}
-    agent.eval()
-    for name, pr, ref in val:
-        ctx = ProblemContext(pr)
-        plan = decode(agent, ctx, 1)[0]
-        ratios[name] = ctx.sim.plan_makespan(plan) / ref
-    agent.train()
-    vals = list(ratios.values())
-    return {"mean": float(np.mean(vals)), "max": float(np.max(vals)), **ratios} if vals else {}
-
-
 # ---------------------------------------------------------------------------------
-# warm start
+# rollout storage
 
 
-def warm_start(agent: GNNPolicy, problems: Sequence[Problem], args: Args, np_rng: np.random.Generator,
-               log: Callable[[str], None]) -> dict[str, float]:
-    """Behaviour-clone the best demonstration of each problem (actor: cross-entropy;
-    critic: the demonstration's return-to-go), ``args.bc_epochs`` epochs."""
-    from partitiontuner.training.demonstrations import behaviour_cloning_loss, demonstration
-
-    t0 = time.time()
-    demos = [demonstration(p, oracle_time_s=args.oracle_demo_s) for p in problems]
-    sources: dict[str, int] = {}
-    for d in demos:
-        sources[d.source] = sources.get(d.source, 0) + 1
-    optimizer = optim.Adam(agent.parameters(), lr=args.bc_learning_rate, eps=1e-5)
-    order = np.arange(len(demos))
-    acc = 0.0
-    for epoch in range(args.bc_epochs):
-        np_rng.shuffle(order)
-        accs = []
-        for start in range(0, len(order), args.bc_batch):
-            optimizer.zero_grad()
-            chunk = order[start:start + args.bc_batch]
-            for i in chunk:
-                loss, a = behaviour_cloning_loss(agent, demos[i], args.vf_coef)
-                (loss / len(chunk)).backward()
-                accs.append(a)
-            nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-            optimizer.step()
-        acc = float(np.mean(accs))
-        log(f"behaviour cloning epoch {epoch + 1}/{args.bc_epochs}: expert-action accuracy {acc:.3f}")
-    log(f"warm start from {len(demos)} demonstrations ({', '.join(f'{k} {v}' for k, v in sorted(sources.items()))}) "
-        f"in {time.time() - t0:.0f}s")
-    return {"accuracy": acc}
-
-
-# ---------------------------------------------------------------------------------
-# training
-
-
-def _rng_state(np_rng: np.random.Generator, gen: torch.Generator) -> dict[str, Any]:
-    """The two generators training draws from: numpy (problems, minibatches) and torch (action sampling)."""
-    return {"torch": gen.get_state(), "numpy": copy.deepcopy(np_rng.bit_generator.state)}
-
-
-def _set_rng_state(state: dict[str, Any], np_rng: np.random.Generator, gen: torch.Generator) -> None:
-    gen.set_state(state["torch"])
-    np_rng.bit_generator.state = copy.deepcopy(state["numpy"])
+def _drop_first_episode(tr: Trajectories) -> Trajectories:
+    """The sampled episodes of a rollout whose episode 0 is the greedy baseline."""
+    return Trajectories(**{f.name: (t[:, 1:] if t.dim() > 1 else t[1:]) for f in fields(Trajectories)
+                           for t in [getattr(tr, f.name)]})
 
 
 def _score(agent: GNNPolicy, contexts: Sequence[ProblemContext], trajs: Sequence[Trajectories],
@@ -395,36 +221,30 @@ def _score(agent: GNNPolicy, contexts: Sequence[ProblemContext], trajs: Sequence
     return torch.cat(logps), torch.cat(ents), torch.cat(vals)
 
 
-def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Problem] | None = None,
-          explicit: Sequence[str] = ()) -> Path:
+# ---------------------------------------------------------------------------------
+# training
+
+
+def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Problem] | None = None) -> Path:
     """Run PPO; returns the path of the final checkpoint.
 
     Args:
-        args: the configuration.
+        args: the configuration, used as given (on ``--resume`` the command line merges
+            it with the checkpoint's first: :func:`partitiontuner.training.args.merge_resume`).
         log: where one-line messages go.
         problems: train on these instead of the corpus (tests, experiments); no validation.
-        explicit: with ``args.resume``, the fields the caller set on purpose: they
-            override the checkpoint's (``out``, ``resume``, ``progress``,
-            ``stop_after_iterations`` and ``time_limit_min`` always do). Changing
-            anything else than those makes the continuation differ from an
-            uninterrupted run.
+
+    Raises:
+        ConfigError: bad options, or a checkpoint that cannot be resumed.
+        KeyboardInterrupt: after Ctrl-C, once the last iteration boundary's checkpoint is saved.
     """
     from partitiontuner.training.corpus import CorpusEntry, build_corpus
 
-    out = Path(args.out)
-    resume_ck: Checkpoint | None = None
-    if args.resume:
-        resume_ck = load_checkpoint(args.resume)
-        if not resume_ck.optimizer or resume_ck.rng is None:
-            raise ConfigError(f"{args.resume}: a shipped policy, not a training checkpoint (no optimizer / RNG state to resume)")
-        saved = dict(resume_ck.args)
-        always = ("out", "resume", "progress", "stop_after_iterations", "time_limit_min")
-        keep = {k: getattr(args, k) for k in (*always, *explicit)}
-        known = {f.name for f in fields(Args)}
-        args = Args(**{k: v for k, v in saved.items() if k in known})
-        for k, v in keep.items():
-            setattr(args, k, v)
+    t_run = time.time()
     args.derive()
+    deadline = t_run + 60 * args.time_limit_min if args.time_limit_min > 0 else math.inf
+    out = Path(args.out)
+    resume_ck = load_checkpoint(args.resume) if args.resume else None
 
     # --- seeding ---------------------------------------------------------------------
     np.random.seed(args.seed)
@@ -435,7 +255,6 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
     gen = torch.Generator().manual_seed(args.seed)
 
     # --- corpus and contexts -------------------------------------------------------------
-    t_build = time.time()
     if problems is None:
         corpus = build_corpus(args.seed, generated=args.generated, min_ops=args.min_ops, max_ops=args.max_ops,
                               zoo_variants=args.zoo_variants, variant_fraction=args.variant_fraction)
@@ -449,7 +268,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
     contexts = make_contexts(problems)
     val = validation_set(corpus, args.val_reference)
     log(f"corpus: {len(corpus)} problems ({n_zoo} zoo on cpu-npu), max {max(p.num_ops for p in problems)} ops; "
-        f"validation on {len(val)} models; built in {time.time() - t_build:.1f}s")
+        f"validation on {len(val)} models; built in {time.time() - t_run:.1f}s")
 
     # --- agent and optimizer ----------------------------------------------------------------------
     agent = init_agent(GNNPolicy(args.channels, args.num_layers, args.hidden))
@@ -463,59 +282,40 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
         agent.load_state_dict(init.policy_state)
         log(f"initial weights from {args.init}")
     elif resume_ck is None and args.bc_epochs > 0:
-        warm_start(agent, problems, args, np_rng, log)
+        warm_start(agent, problems, args, np_rng, log, deadline)
 
     global_step, start_iteration, best_val = 0, 1, math.inf
     last_val: dict[str, float] = {}
     if resume_ck is not None:
-        agent.load_state_dict(resume_ck.policy_state)
-        optimizer.load_state_dict(resume_ck.optimizer)
-        _set_rng_state(resume_ck.rng, np_rng, gen)
+        restore_run(resume_ck, args.resume, agent, optimizer, np_rng, gen)
         global_step, start_iteration = resume_ck.global_step, resume_ck.iteration + 1
         best_val = float(resume_ck.info.get("best_val", math.inf))
         last_val = dict(resume_ck.info.get("validation") or {})
         log(f"resumed from {args.resume} at step {global_step} (iteration {resume_ck.iteration})")
 
-    log_dir = out.parent / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    from torch.utils.tensorboard import SummaryWriter
-
-    writer = SummaryWriter(str(log_dir))
-    writer.add_text("hyperparameters", "|param|value|\n|-|-|\n" + "\n".join(f"|{k}|{v}|" for k, v in asdict(args).items()))
-    csv_path = log_dir / "progress.csv"
-    csv_fields = ["iteration", "global_step", "time_s", "sps", "learning_rate", "episodes", "episodic_gain",
-                  "greedy_gain", "better_than_greedy", "value_loss", "policy_loss", "entropy", "old_approx_kl",
-                  "approx_kl", "clipfrac", "explained_variance", "val_mean_ratio", "val_max_ratio"]
-    new_csv = not csv_path.exists() or resume_ck is None
-    csv_file = open(csv_path, "w" if new_csv else "a", newline="")  # noqa: SIM115 - closed in finally
-    csv_writer = csv.DictWriter(csv_file, fieldnames=csv_fields)
-    if new_csv:
-        csv_writer.writeheader()
-
     def snapshot(iteration: int, info: dict[str, Any]) -> Checkpoint:
         return Checkpoint(
             policy_config=dict(agent.config), policy_state={k: v.detach().clone() for k, v in agent.state_dict().items()},
             args=asdict(args), global_step=global_step, iteration=iteration,
-            optimizer=copy.deepcopy(optimizer.state_dict()), rng=_rng_state(np_rng, gen),
+            optimizer=copy.deepcopy(optimizer.state_dict()), rng=run_rng_state(np_rng, gen),
             info={"best_val": best_val, **info},
         )
 
+    run_log = RunLog(out.parent / "logs", args, append=resume_ck is not None)
     best_path = out.with_name(out.stem + "-best" + out.suffix)
     if val and resume_ck is None:  # the warm-started (or initial) policy is a candidate too
         last_val = validate(agent, val)
         best_val = last_val["mean"]
-        save_checkpoint(best_path, snapshot(0, {"validation": last_val}))
-        csv_writer.writerow({"iteration": 0, "global_step": 0, "time_s": 0.0, "val_mean_ratio": last_val["mean"],
-                             "val_max_ratio": last_val["max"]})
+        save_uninterrupted(best_path, snapshot(0, {"validation": last_val}))
+        run_log.validation_row(last_val)
         log(f"validation before PPO: mean ratio {last_val['mean']:.4f}, max {last_val['max']:.4f}")
     boundary = snapshot(start_iteration - 1, {"validation": last_val})
     start_time = time.time()
     steps_at_start = global_step
     iteration = start_iteration - 1
-    progress = _Progress(args.progress, args.total_timesteps, global_step)
-    interrupted = False
+    progress = ProgressBar(args.progress, "train", args.total_timesteps, global_step)
     try:
-        while global_step < args.total_timesteps:
+        while global_step < args.total_timesteps and time.time() <= deadline:
             iteration += 1
             if args.anneal_lr:
                 frac = 1.0 - global_step / args.total_timesteps
@@ -535,8 +335,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
                     trajs.append(_drop_first_episode(tr))
             agent.train()
             batch_contexts = [contexts[i] for i in drawn]
-            steps = [tr.current.numel() for tr in trajs]
-            global_step += sum(steps)
+            global_step += sum(tr.current.numel() for tr in trajs)
 
             # --- advantages and returns -----------------------------------------------------------
             refs = [ctx.ref_makespan for ctx in batch_contexts]
@@ -544,7 +343,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
             returns, advantages = [], []
             for j, tr in enumerate(trajs):
                 rewards = shaped_rewards(tr.partial_us, tr.makespan_us, refs[j]).float()
-                returns.append(rewards.flip(0).cumsum(0).flip(0))  # return-to-go (gamma = 1)
+                returns.append(returns_to_go(rewards, args.gamma))
                 if args.baseline == "critic":  # each column is one whole episode: no bootstrap at the end
                     adv, _ = gae(rewards, tr.value, torch.zeros_like(rewards), torch.zeros(rewards.shape[1]),
                                  torch.ones(rewards.shape[1]), args.gamma, args.gae_lambda)
@@ -603,7 +402,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
             var_y = np.var(y_true)
             explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
 
-            # --- log ----------------------------------------------------------------------------------------
+            # --- log and validate ------------------------------------------------------------------------------
             elapsed = time.time() - start_time
             sps = int((global_step - steps_at_start) / max(elapsed, 1e-9))
             row: dict[str, Any] = {
@@ -616,136 +415,61 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
                 "explained_variance": float(explained_var), "val_mean_ratio": "", "val_max_ratio": "",
             }
             last_iteration = global_step >= args.total_timesteps
+            validated = None
             if val and ((args.eval_every and iteration % args.eval_every == 0) or last_iteration):
-                last_val = validate(agent, val)
+                last_val = validated = validate(agent, val)
                 row["val_mean_ratio"], row["val_max_ratio"] = last_val["mean"], last_val["max"]
-                for name, r in last_val.items():
-                    writer.add_scalar(f"validation/{name}_ratio", r, global_step)
                 if last_val["mean"] < best_val:
                     best_val = last_val["mean"]
-                    save_checkpoint(best_path, snapshot(iteration, {"validation": last_val}))
-            for key in ("learning_rate", "value_loss", "policy_loss", "entropy", "old_approx_kl", "approx_kl",
-                        "clipfrac", "explained_variance"):
-                writer.add_scalar(f"losses/{key}" if key != "learning_rate" else "charts/learning_rate", row[key], global_step)
-            for key in ("episodic_gain", "greedy_gain", "better_than_greedy"):
-                writer.add_scalar(f"charts/{key}", row[key], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            csv_writer.writerow(row)
-            csv_file.flush()
-            progress.update(iteration, global_step, row, last_val)
+                    save_uninterrupted(best_path, snapshot(iteration, {"validation": last_val}))
+            run_log.iteration(row, validated)
+            progress.update(global_step, ppo_status(iteration, row, last_val))
 
             # --- checkpoint ----------------------------------------------------------------------------------------
             boundary = snapshot(iteration, {"validation": last_val})
-            over_time = args.time_limit_min > 0 and elapsed > 60 * args.time_limit_min
+            over_time = time.time() > deadline
             stop = args.stop_after_iterations and iteration - start_iteration + 1 >= args.stop_after_iterations
             if last_iteration or over_time or stop or (args.save_every and iteration % args.save_every == 0):
-                save_checkpoint(out, boundary)
+                save_uninterrupted(out, boundary)
             if over_time or stop:
                 log(f"stopping after iteration {iteration} ({'time limit' if over_time else 'as asked'}); "
                     f"resume with --resume {out}")
                 break
         if iteration < start_iteration:  # nothing to train: the starting point is the checkpoint
-            save_checkpoint(out, boundary)
+            save_uninterrupted(out, boundary)
+            if time.time() > deadline:
+                log(f"stopping before PPO (time limit); resume with --resume {out}")
     except KeyboardInterrupt:
-        interrupted = True
-        save_checkpoint(out, boundary)
+        progress.close()
+        save_uninterrupted(out, boundary)
         log(f"interrupted: saved the checkpoint of iteration {boundary.iteration} (step {boundary.global_step}) to {out}; "
             f"resume with --resume {out}")
+        raise
     finally:
         progress.close()
-        csv_file.close()
-        writer.close()
-    if not interrupted:
-        log(f"done: {global_step} steps in {time.time() - start_time:.0f}s; checkpoint {out}"
-            + (f", best validated {best_path} (mean ratio {best_val:.4f})" if math.isfinite(best_val) else ""))
+        run_log.close()
+    log(f"done: {global_step} steps in {time.time() - start_time:.0f}s; checkpoint {out}"
+        + (f", best validated {best_path} (mean ratio {best_val:.4f})" if math.isfinite(best_val) else ""))
     return out
-
-
-def _drop_first_episode(tr: Trajectories) -> Trajectories:
-    """The sampled episodes of a rollout whose episode 0 is the greedy baseline."""
-    return Trajectories(**{f.name: (t[:, 1:] if t.dim() > 1 else t[1:]) for f in fields(Trajectories)
-                           for t in [getattr(tr, f.name)]})
-
-
-class _Progress:
-    """A rich progress bar (or nothing)."""
-
-    def __init__(self, show: bool, total: int, done: int):
-        self.bar = None
-        if show:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self.bar = Progress(TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), TextColumn("{task.fields[status]}"))
-            self.bar.start()
-            self.task = self.bar.add_task("train", total=total, completed=done, status="")  # in steps
-
-    def update(self, iteration: int, step: int, row: dict[str, Any], val: dict[str, float]) -> None:
-        if self.bar is None:
-            return
-        gain = f"gain {row['episodic_gain']:.3f} greedy {row['greedy_gain']:.3f}"
-        v = f" val {val['mean']:.4f}/{val['max']:.4f}" if val else ""
-        self.bar.update(self.task, completed=step, status=f"it {iteration} {row['sps']} sps {gain}{v}")
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
 
 
 # ---------------------------------------------------------------------------------
 # command line
 
 
-def args_from(overrides: dict[str, Any]) -> Args:
-    """``Args`` with some fields replaced (names checked, values converted to the field's type)."""
-    known = {f.name: f for f in fields(Args)}
-    values = {}
-    for k, v in overrides.items():
-        if k not in known:
-            raise ConfigError(f"unknown training option {k!r} (one of: {', '.join(sorted(known))})")
-        typ = type(getattr(Args(), k))
-        if isinstance(v, str) and typ is not str:
-            try:
-                v = (v.lower() in ("1", "true", "yes", "on")) if typ is bool else typ(v)
-            except ValueError:
-                raise ConfigError(f"training option {k}: {v!r} is not a {typ.__name__}") from None
-        values[k] = v
-    return Args(**values)
-
-
-def parse_args(argv: Sequence[str] | None = None) -> Args:
-    docs = field_docs()
-    p = argparse.ArgumentParser(description="Train the PartitionTuner policy with PPO.")
-    for f in fields(Args):
-        if f.name in ("batch_episodes", "minibatch_problems"):
-            continue
-        default = getattr(Args(), f.name)
-        if isinstance(default, bool):
-            p.add_argument(f"--{f.name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=default, help=docs.get(f.name))
-        else:
-            p.add_argument(f"--{f.name.replace('_', '-')}", type=type(default), default=default, help=docs.get(f.name))
-    ns = p.parse_args(argv)
-    return Args(**vars(ns))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    from partitiontuner.errors import PartitionTunerError
+    """``python -m partitiontuner.training.ppo [flags]``: the flags of ``partitiontuner train``."""
+    p = argparse.ArgumentParser(prog="python -m partitiontuner.training.ppo",
+                                description="Train the PartitionTuner policy with PPO.")
+    add_training_arguments(p)
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    ns = p.parse_args(argv)
 
-    argv = list(sys.argv[1:] if argv is None else argv)
-    explicit = [a[2:].split("=")[0].replace("-", "_").removeprefix("no_") for a in argv if a.startswith("--")]
-    try:
-        train(parse_args(argv), explicit=explicit)
-    except PartitionTunerError as exc:
-        print(f"partitiontuner: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    def run() -> int:
+        train(args_from_namespace(ns))
+        return 0
+
+    return run_entry_point(run, debug=ns.debug)
 
 
 if __name__ == "__main__":
