@@ -616,6 +616,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
     p.add_argument("--out", default="results", help="output directory (default: results)")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each (model, method) as a Ray task: a local Ray instance, or the cluster at ADDRESS")
     p.set_defaults(func=_cmd_evaluate)
 
 
@@ -644,7 +646,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=f"{model}: {method}")
 
         ev = evaluate(models, methods, args.platform, args.profiles, oracle_time_limit_s=args.time_limit,
-                      measure=args.measure, on_step=step)
+                      measure=args.measure, on_step=step, ray_address=args.ray, journal=f"{args.out}/jobs.jsonl")
     written = write_outputs(ev, args.out)
     if args.json:
         _print_json({"platform": ev.platform, "profiles": ev.profiles, "rows": rows_as_dicts(ev),
