@@ -12,7 +12,7 @@ What a Ray run does differently, and why:
 
 * each job is one task declaring its CPU needs (``num_cpus(job)``; an oracle solve
   asks for its worker threads), so Ray never packs more threads on a node than it
-  has cores;
+  has cores (a job asking for more than the widest node has gets that node);
 * a job that is a dataclass has its large fields (a :class:`~partitiontuner.problem.Problem`
   with its profiles) put in the object store once and shared by every job that
   holds the same object, instead of being serialised once per task;
@@ -201,11 +201,15 @@ def _run_on_ray(
     max_retries: int,
 ) -> list[R]:
     task = ray.remote(_call)
+    widest = max((n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n.get("Alive")), default=1.0)
     shared: dict[int, Any] = {}
     refs = []
     for job in jobs:
         job_type, parts = _split(ray, job, shared)
-        opts = {"num_cpus": float(num_cpus(job)), "max_retries": max_retries, "retry_exceptions": False}
+        # a job asking for more cores than any node has would wait forever: it gets
+        # the widest node instead (its threads then share those cores)
+        cpus = min(float(num_cpus(job)), widest)
+        opts = {"num_cpus": cpus, "max_retries": max_retries, "retry_exceptions": False}
         refs.append(task.options(**opts).remote(fn, job_type, *parts))
     index = {ref: i for i, ref in enumerate(refs)}
     results: list[Any] = [None] * len(refs)
@@ -218,10 +222,20 @@ def _run_on_ray(
                 if on_done:
                     on_done(index[ref], results[index[ref]])
     except BaseException:
-        for ref in pending:
-            ray.cancel(ref, force=True)
+        _cancel(ray, pending)
         raise
     return results
+
+
+def _cancel(ray: Any, refs: list[Any], rounds: int = 5, wait_s: float = 2.0) -> None:
+    """Force-cancel ``refs`` and wait until they resolve; a task caught between being
+    queued and starting can miss one cancel, so those still pending get another."""
+    for _ in range(rounds):
+        for ref in refs:
+            ray.cancel(ref, force=True)
+        _, refs = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
+        if not refs:
+            return
 
 
 def _get(ray: Any, ref: Any) -> Any:

@@ -21,7 +21,7 @@ from pathlib import Path
 from partitiontuner.agents.base import Planner
 from partitiontuner.agents.registry import METHODS, make_planner
 from partitiontuner.atomic import write_text_atomic
-from partitiontuner.distributed import JsonlJournal, chain, run_jobs
+from partitiontuner.distributed import JsonlJournal, chain, ray_session, run_jobs
 from partitiontuner.errors import ConfigError
 from partitiontuner.plan import Plan, save_plan
 from partitiontuner.problem import Problem
@@ -166,13 +166,14 @@ def evaluate(
     removed when the evaluation completes, so an interrupted run leaves its finished
     jobs behind.
     """
-    jobs = plan_jobs(models, methods, platform, profiles, oracle_time_limit_s=oracle_time_limit_s)
-
-    def step(i: int, _out: PlanOutcome) -> None:
-        if on_step:
-            on_step(jobs[i].problem.graph.name, jobs[i].method)
-
     with contextlib.ExitStack() as stack:
+        stack.enter_context(ray_session(ray_address))  # an unreachable cluster fails before any profiling
+        jobs = plan_jobs(models, methods, platform, profiles, oracle_time_limit_s=oracle_time_limit_s)
+
+        def step(i: int, _out: PlanOutcome) -> None:
+            if on_step:
+                on_step(jobs[i].problem.graph.name, jobs[i].method)
+
         log = None
         if journal is not None:
             log = stack.enter_context(JsonlJournal(journal, lambda i, out: outcome_record(jobs[i], out)))
