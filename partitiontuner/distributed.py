@@ -231,11 +231,11 @@ def _cancel(ray: Any, refs: list[Any], rounds: int = 5, wait_s: float = 2.0) -> 
     """Force-cancel ``refs`` and wait until they resolve; a task caught between being
     queued and starting can miss one cancel, so those still pending get another."""
     for _ in range(rounds):
+        if not refs:
+            return
         for ref in refs:
             ray.cancel(ref, force=True)
         _, refs = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
-        if not refs:
-            return
 
 
 def _get(ray: Any, ref: Any) -> Any:
