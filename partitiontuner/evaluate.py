@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from partitiontuner.agents.base import Planner
 from partitiontuner.agents.registry import METHODS, make_planner
@@ -150,25 +151,11 @@ def evaluate(
     methods: Sequence[str],
     platform: str = "cpu-npu",
     profiles: str = "measure",
-    *,
-    oracle_time_limit_s: float = 600.0,
-    measure: bool = False,
-    measure_repeat: int = 3,
-    on_step: Callable[[str, str], None] | None = None,
-    ray_address: str | None = None,
-    journal: str | Path | None = None,
+    **options: Any,
 ) -> Evaluation:
-    """Plan every model with every method; ``on_step(model, method)`` after each plan.
-
-    ``ray_address`` (``"local"`` or a cluster's address) runs each (model, method) as a
-    Ray task; ``None`` plans here, one after another, without importing Ray.
-    ``journal`` names a JSON-lines file that receives each finished job at once and is
-    removed when the evaluation completes, so an interrupted run leaves its finished
-    jobs behind.
-    """
-    return evaluate_platforms(models, methods, [platform], profiles, oracle_time_limit_s=oracle_time_limit_s,
-                              measure=measure, measure_repeat=measure_repeat, on_step=on_step,
-                              ray_address=ray_address, journal=journal)[platform]
+    """Plan every model with every method on one platform: :func:`evaluate_platforms`
+    (which takes the same keyword ``options``) with a single platform."""
+    return evaluate_platforms(models, methods, [platform], profiles, **options)[platform]
 
 
 def evaluate_platforms(
@@ -184,9 +171,25 @@ def evaluate_platforms(
     ray_address: str | None = None,
     journal: str | Path | None = None,
 ) -> dict[str, Evaluation]:
-    """:func:`evaluate` on several platforms as one batch of jobs, so that on Ray the
-    long solves of one platform overlap the others' instead of waiting at a barrier
-    between platforms. Returns one evaluation per platform, in the order given."""
+    """Plan every model with every method on every platform, as one batch of jobs
+    (so that on Ray the long solves of one platform overlap the others' instead of
+    waiting at a barrier between platforms).
+
+    Args:
+        oracle_time_limit_s: the oracle's time limit per model.
+        measure: also run every plan with the executor (here, after planning).
+        measure_repeat: executor runs per plan.
+        on_step: ``on_step(model, method)`` after each plan.
+        ray_address: ``"local"`` or a cluster's address runs each (model, platform,
+            method) as a Ray task; ``None`` plans here, one after another, without
+            importing Ray.
+        journal: a JSON-lines file that receives each finished job at once and is
+            removed when the evaluation completes, so an interrupted run leaves its
+            finished jobs behind.
+
+    Returns:
+        One evaluation per platform, in the order given.
+    """
     with contextlib.ExitStack() as stack:
         stack.enter_context(ray_session(ray_address))  # an unreachable cluster fails before any profiling
         batches = {p: plan_jobs(models, methods, p, profiles, oracle_time_limit_s=oracle_time_limit_s)
