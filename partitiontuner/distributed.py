@@ -128,7 +128,8 @@ def ray_session(ray_address: str | None, connect_timeout_s: float = DEFAULT_CONN
         else:
             ray.init(address=ray_address, logging_level="warning")
     except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
-        raise ConfigError(f"cannot join the Ray cluster at {ray_address!r}: {exc}") from exc
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"cannot join the Ray cluster at {ray_address!r}: {first}") from exc
     try:
         yield ray
     finally:
