@@ -19,6 +19,11 @@ Run::
     python benchmarks/bench_oracle.py --all                    # all eleven zoo models
     python benchmarks/bench_oracle.py --models googlenet --platform cpu-2npu
     python benchmarks/bench_oracle.py --out oracle.json
+    python benchmarks/bench_oracle.py --all --ray              # one Ray task per model (local Ray)
+    python benchmarks/bench_oracle.py --all --ray HEAD:6379    # ... on a running cluster
+
+Under ``--ray`` each model is one task asking for ``--workers`` CPUs; solve times are
+then measured while other solves share the node.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from dataclasses import asdict, dataclass
 from partitiontuner.agents.oracle import OraclePlanner
 from partitiontuner.agents.registry import make_planner
 from partitiontuner.atomic import write_text_atomic
+from partitiontuner.distributed import run_jobs
 from partitiontuner.errors import PartitionTunerError
 from partitiontuner.platform import load_platform
 from partitiontuner.problem import Problem
@@ -80,6 +86,18 @@ def bench(model: str, platform_name: str, time_limit_s: float, workers: int) -> 
     )
 
 
+@dataclass(frozen=True)
+class Job:
+    model: str
+    platform: str
+    time_limit_s: float
+    workers: int
+
+
+def bench_job(job: Job) -> Row:
+    return bench(job.model, job.platform, job.time_limit_s, job.workers)
+
+
 def table(rows: list[Row]) -> str:
     head = ("| model | ops | cuts | blocks | largest | solves | hits | time s | proven | makespan us | lower bound us | gap "
             "| fused groups (cut) | cpu-only us | npu-first us |")
@@ -109,13 +127,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model (s)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--out", help="also write the rows as JSON")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="one Ray task per model: a local Ray instance, or the cluster at ADDRESS")
     args = ap.parse_args(argv)
-    rows = []
+    jobs = [Job(m, args.platform, args.time_limit, args.workers) for m in (list(ZOO) if args.all else args.models)]
+
+    def report(_i: int, r: Row) -> None:
+        print(f"{r.model}: {r.solve_time_s:.1f} s, proven {r.proven_optimal}, makespan {r.makespan_us:.1f} us", file=sys.stderr, flush=True)
+
     try:
-        for m in list(ZOO) if args.all else args.models:
-            rows.append(bench(m, args.platform, args.time_limit, args.workers))
-            r = rows[-1]
-            print(f"{m}: {r.solve_time_s:.1f} s, proven {r.proven_optimal}, makespan {r.makespan_us:.1f} us", file=sys.stderr, flush=True)
+        rows = run_jobs(jobs, bench_job, args.ray, num_cpus=lambda job: job.workers, on_done=report)
     except PartitionTunerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -6,17 +6,20 @@ oracle did not prove optimality within the limit: their ratios are against the b
 plan found), the paper's two gains for ``partitiontuner`` and ``rl``, and planning
 times; ``--out DIR`` also writes each preset's full evaluation (CSV, Markdown, chart).
 
-Run: ``python benchmarks/bench_quality.py [--presets ...] [--models ...] [--time-limit 300]``.
+Run: ``python benchmarks/bench_quality.py [--presets ...] [--models ...] [--time-limit 300] [--ray [ADDRESS]]``.
+All presets' (model, method) jobs form one batch; with ``--ray`` each is a Ray task (a
+local Ray instance, or the cluster at ADDRESS) and the tables are the same. The time
+after each preset's heading is the sum of its planning times.
 """
 
 from __future__ import annotations
 
 import argparse
 import platform as host
-import time
 
 from partitiontuner.agents.registry import METHODS
-from partitiontuner.evaluate import evaluate, write_outputs
+from partitiontuner.errors import run_entry_point
+from partitiontuner.evaluate import evaluate_platforms, write_outputs
 from partitiontuner.platform import preset_names
 from partitiontuner.zoo import ZOO
 
@@ -28,12 +31,14 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--time-limit", type=float, default=300.0, help="oracle time limit per model, s")
     ap.add_argument("--out", default=None, help="write each preset's evaluation under OUT/<preset>/")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="run the jobs as Ray tasks: a local Ray instance, or the cluster at ADDRESS")
     args = ap.parse_args()
     print(f"host: {host.processor() or host.machine()}, python {host.python_version()}; fixture profiles")
-    for preset in args.presets:
-        t0 = time.perf_counter()
-        ev = evaluate(args.models, args.methods, preset, "fixture", oracle_time_limit_s=args.time_limit)
-        dt = time.perf_counter() - t0
+    evs = evaluate_platforms(args.models, args.methods, args.presets, "fixture", oracle_time_limit_s=args.time_limit,
+                             ray_address=args.ray)
+    for preset, ev in evs.items():
+        dt = sum(r.planning_time_s for r in ev.rows)
         methods = [m for m in args.methods if m != "oracle"]
         print(f"\n## {preset}  ({dt:.0f} s)\n")
         print("| model | " + " | ".join(methods) + " | oracle ms | proven |")
@@ -60,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(run_entry_point(main, prog="bench_quality"))

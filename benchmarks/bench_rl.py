@@ -13,12 +13,16 @@ oracle; planning times. Suites:
 
 Oracle results are cached in a JSON file (``--oracle-cache``), since the exact search
 takes minutes on the larger graphs; a cached entry is used only for the same model
-hash, platform and profile numbers.
+hash, platform and profile numbers. With ``--ray [ADDRESS]`` the labels missing from
+the cache are solved first, one Ray task per problem (each asking for the oracle's
+worker threads), on a local Ray instance or the cluster at ADDRESS; the problems
+travel with their profiles, so the ``pytorch`` suite's are measured here, once.
 
 Usage::
 
     python benchmarks/bench_rl.py                         # all suites, shipped policy
     python benchmarks/bench_rl.py --suites zoo --checkpoint runs/ppo/policy-best.pt
+    python benchmarks/bench_rl.py --ray                   # oracle labels as Ray tasks
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import hashlib
 import json
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +41,8 @@ ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "tests"))  # tests/models.py: the PyTorch modules
 
 from partitiontuner.agents.registry import make_planner  # noqa: E402
+from partitiontuner.atomic import write_text_atomic  # noqa: E402
+from partitiontuner.distributed import run_jobs  # noqa: E402
 from partitiontuner.problem import Problem  # noqa: E402
 from partitiontuner.simulate import Simulator  # noqa: E402
 from partitiontuner.workflow import ProblemSpec, load_problem  # noqa: E402
@@ -58,16 +65,46 @@ class OracleCache:
         self.time_limit_s = time_limit_s
         self.data = json.loads(path.read_text()) if path.is_file() else {}
 
+    @staticmethod
+    def key(pr: Problem) -> str:
+        return f"{pr.graph.name}@{pr.platform.name}:{problem_key(pr)}"
+
     def get(self, pr: Problem) -> dict:
-        key = f"{pr.graph.name}@{pr.platform.name}:{problem_key(pr)}"
+        key = self.key(pr)
         if key not in self.data:
-            t = time.perf_counter()
-            plan = make_planner("oracle", time_limit_s=self.time_limit_s).plan(pr)
-            self.data[key] = {"makespan_us": Simulator(pr).plan_makespan(plan), "time_s": round(time.perf_counter() - t, 2),
-                              "proven_optimal": bool(plan.info.get("proven_optimal", False))}
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True))
+            self.put(key, solve_label(LabelJob(pr, self.time_limit_s)))
         return self.data[key]
+
+    def put(self, key: str, label: dict) -> None:
+        """Store one label and save the cache at once, so an interrupted run keeps it."""
+        self.data[key] = label
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.path, json.dumps(self.data, indent=1, sort_keys=True))
+
+    def fill(self, problems: list[Problem], ray_address: str | None) -> None:
+        """Solve every label the cache lacks, as Ray tasks when ``ray_address`` is set."""
+        todo = list({self.key(pr): pr for pr in problems if self.key(pr) not in self.data}.items())
+        jobs = [LabelJob(pr, self.time_limit_s) for _, pr in todo]
+        run_jobs(jobs, solve_label, ray_address, num_cpus=lambda job: job.planner().workers,
+                 on_done=lambda i, label: self.put(todo[i][0], label))
+
+
+@dataclass(frozen=True)
+class LabelJob:
+    """One best-known label: the oracle on one problem (profiles included)."""
+
+    problem: Problem
+    time_limit_s: float
+
+    def planner(self):
+        return make_planner("oracle", time_limit_s=self.time_limit_s)
+
+
+def solve_label(job: LabelJob) -> dict:
+    t = time.perf_counter()
+    plan = job.planner().plan(job.problem)
+    return {"makespan_us": Simulator(job.problem).plan_makespan(plan), "time_s": round(time.perf_counter() - t, 2),
+            "proven_optimal": bool(plan.info.get("proven_optimal", False))}
 
 
 def timed(planner, pr: Problem) -> tuple[float, float]:
@@ -227,27 +264,33 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--oracle-time-limit", type=float, default=600.0)
     p.add_argument("--oracle-cache", default=str(ROOT / "results" / "oracle_cache.json"))
     p.add_argument("--out", default=str(ROOT / "results" / "bench_rl"), help="writes OUT.json and OUT.md")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="solve the missing oracle labels as Ray tasks: a local Ray instance, or the cluster at ADDRESS")
     args = p.parse_args(argv)
 
     rl_greedy = make_planner("rl", checkpoint=args.checkpoint, samples=1)
     rl_best = make_planner("rl", checkpoint=args.checkpoint, samples=args.samples, seed=0)
     oracle = OracleCache(Path(args.oracle_cache), args.oracle_time_limit)
-    rows: list[dict] = []
+    suites: list[tuple[str, list[tuple[str, Problem, str]]]] = []  # (heading, [(label, problem, split)])
     if "zoo" in args.suites:
-        print(f"zoo on {args.platform}:")
-        for m in args.models:
-            pr = load_problem(ProblemSpec(model=m, platform=args.platform, profiles="fixture", progress=False))
-            rows.append(bench_problem(pr, m, oracle, rl_greedy, rl_best, "unseen" if m in UNSEEN_MODELS else "train"))
+        suites.append((f"zoo on {args.platform}:", [
+            (m, load_problem(ProblemSpec(model=m, platform=args.platform, profiles="fixture", progress=False)),
+             "unseen" if m in UNSEEN_MODELS else "train") for m in args.models]))
     if "zero-shot" in args.suites:
         for plat in ("cpu-2npu", "big-little-npu"):
-            print(f"zero-shot on {plat}:")
-            for m in args.models:
-                pr = load_problem(ProblemSpec(model=m, platform=plat, profiles="fixture", progress=False))
-                rows.append(bench_problem(pr, m, oracle, rl_greedy, rl_best, "zero-shot"))
+            suites.append((f"zero-shot on {plat}:", [
+                (m, load_problem(ProblemSpec(model=m, platform=plat, profiles="fixture", progress=False)), "zero-shot")
+                for m in args.models]))
     if "pytorch" in args.suites:
-        print(f"PyTorch exports on {args.platform} (measured profiles):")
-        for name, pr in pytorch_problems(args.platform):
-            rows.append(bench_problem(pr, name, oracle, rl_greedy, rl_best, "pytorch"))
+        suites.append((f"PyTorch exports on {args.platform} (measured profiles):",
+                       [(name, pr, "pytorch") for name, pr in pytorch_problems(args.platform)]))
+    if args.ray is not None:
+        oracle.fill([pr for _, problems in suites for _, pr, _ in problems], args.ray)
+    rows: list[dict] = []
+    for heading, problems in suites:
+        print(heading)
+        for label, pr, split in problems:
+            rows.append(bench_problem(pr, label, oracle, rl_greedy, rl_best, split))
     speed_rows = speed(rl_greedy) if "speed" in args.suites else []
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -438,6 +438,8 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model, s (default: 600)")
     p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
     p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                   help="run each (model, method) as a Ray task: a local Ray instance, or the cluster at ADDRESS")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -461,7 +463,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=f"{model}: {method}")
 
         ev = evaluate(models, methods, args.platform, args.profiles, oracle_time_limit_s=args.time_limit,
-                      measure=args.measure, on_step=step)
+                      measure=args.measure, on_step=step, ray_address=args.ray, journal=f"{args.out}/jobs.jsonl")
     written = write_outputs(ev, args.out)
     if args.json:
         _print_json({**ev.to_dict(), "files": [str(p) for p in written]})

@@ -9,6 +9,7 @@ Optionally each plan is also run for real (``--measure``).
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
@@ -16,9 +17,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
+from partitiontuner.agents.base import Planner
 from partitiontuner.agents.registry import METHODS, make_planner
 from partitiontuner.atomic import OutputError, check_writable, os_reason, write_text_atomic
+from partitiontuner.distributed import JsonlJournal, chain, ray_session, run_jobs
 from partitiontuner.errors import ConfigError
 from partitiontuner.plan import Plan, save_plan
 from partitiontuner.problem import Problem
@@ -59,49 +63,157 @@ class Evaluation:
         return {"platform": self.platform, "profiles": self.profiles, "rows": rows_as_dicts(self)}
 
 
+@dataclass(frozen=True)
+class PlanJob:
+    """One (model, platform, method) unit of an evaluation: what a Ray task receives.
+
+    The problem travels with its profiles, measured (or loaded) by the process that
+    built the job, so a worker on another host never profiles: its own timings would
+    not be the ones the rest of the evaluation used.
+    """
+
+    problem: Problem
+    method: str
+    planner: Planner
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    plan: Plan
+    planning_time_s: float
+    sim: SimResult
+
+
+def plan_jobs(
+    models: Sequence[str], methods: Sequence[str], platform: str = "cpu-npu", profiles: str = "measure", *,
+    oracle_time_limit_s: float = 600.0,
+) -> list[PlanJob]:
+    """Every (model, method) pair as a job, models outer, in the order given."""
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ConfigError(f"unknown method {unknown[0]!r} (methods: {', '.join(METHODS)})")
+    if not models:
+        raise ConfigError("no models to evaluate")
+    jobs = []
+    for model in models:
+        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False))
+        for method in methods:
+            opts = {"time_limit_s": oracle_time_limit_s} if method == ORACLE else {}
+            jobs.append(PlanJob(problem, method, make_planner(method, **opts)))
+    return jobs
+
+
+def run_plan_job(job: PlanJob) -> PlanOutcome:
+    """Plan one job and simulate the plan (runs in a Ray worker under ``--ray``)."""
+    t0 = time.perf_counter()
+    plan = job.planner.plan(job.problem)
+    dt = time.perf_counter() - t0
+    return PlanOutcome(plan, dt, simulate(job.problem, plan))
+
+
+def job_cpus(job: PlanJob) -> int:
+    """Cores one job keeps busy: a planner's worker threads (the oracle's), else one."""
+    return int(getattr(job.planner, "workers", 1))
+
+
+def gather(
+    jobs: Sequence[PlanJob], outcomes: Sequence[PlanOutcome], platform: str, profiles: str, *,
+    measure: bool = False, measure_repeat: int = 3,
+) -> Evaluation:
+    """The evaluation of finished jobs, rows in job order; ``measure`` runs each plan
+    for real here, in this process, one after another, so measurements never share
+    the machine with planning or with each other."""
+    ev = Evaluation(platform, profiles)
+    for job, out in zip(jobs, outcomes, strict=True):
+        problem, method, plan, sim = job.problem, job.method, out.plan, out.sim
+        row = Row(model=problem.graph.name, method=method, makespan_us=sim.makespan_us,
+                  planning_time_s=out.planning_time_s, num_partitions=plan.num_partitions)
+        if method == ORACLE:
+            row.oracle_proven = bool(plan.info.get("proven_optimal", False))
+        if measure:
+            from partitiontuner.execute import run_plan
+
+            res = run_plan(problem, plan, repeat=measure_repeat)
+            row.measured_makespan_us = res.measured_makespan_us
+            row.outputs_match = res.outputs_match
+        ev.rows.append(row)
+        ev.plans[(row.model, method)] = (problem, plan, sim)
+    _derive(ev)
+    return ev
+
+
+def outcome_record(job: PlanJob, out: PlanOutcome) -> dict:
+    """A finished job as a JSON-able line for a :class:`~partitiontuner.distributed.JsonlJournal`."""
+    return {"model": job.problem.graph.name, "platform": job.problem.platform.name, "method": job.method,
+            "makespan_us": out.sim.makespan_us, "planning_time_s": out.planning_time_s,
+            "num_partitions": out.plan.num_partitions,
+            "proven_optimal": bool(out.plan.info.get("proven_optimal", False)) if job.method == ORACLE else None}
+
+
 def evaluate(
     models: Sequence[str],
     methods: Sequence[str],
     platform: str = "cpu-npu",
+    profiles: str = "measure",
+    **options: Any,
+) -> Evaluation:
+    """Plan every model with every method on one platform: :func:`evaluate_platforms`
+    (which takes the same keyword ``options``) with a single platform."""
+    return evaluate_platforms(models, methods, [platform], profiles, **options)[platform]
+
+
+def evaluate_platforms(
+    models: Sequence[str],
+    methods: Sequence[str],
+    platforms: Sequence[str],
     profiles: str = "measure",
     *,
     oracle_time_limit_s: float = 600.0,
     measure: bool = False,
     measure_repeat: int = 3,
     on_step: Callable[[str, str], None] | None = None,
-) -> Evaluation:
-    """Plan every model with every method; ``on_step(model, method)`` after each plan."""
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ConfigError(f"unknown method {unknown[0]!r} (methods: {', '.join(METHODS)})")
-    if not models:
-        raise ConfigError("no models to evaluate")
-    ev = Evaluation(platform, profiles)
-    for model in models:
-        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False))
-        for method in methods:
-            opts = {"time_limit_s": oracle_time_limit_s} if method == ORACLE else {}
-            planner = make_planner(method, **opts)
-            t0 = time.perf_counter()
-            plan = planner.plan(problem)
-            dt = time.perf_counter() - t0
-            sim = simulate(problem, plan)
-            row = Row(model=problem.graph.name, method=method, makespan_us=sim.makespan_us, planning_time_s=dt,
-                      num_partitions=plan.num_partitions)
-            if method == ORACLE:
-                row.oracle_proven = bool(plan.info.get("proven_optimal", False))
-            if measure:
-                from partitiontuner.execute import run_plan
+    ray_address: str | None = None,
+    journal: str | Path | None = None,
+) -> dict[str, Evaluation]:
+    """Plan every model with every method on every platform, as one batch of jobs
+    (so that on Ray the long solves of one platform overlap the others' instead of
+    waiting at a barrier between platforms).
 
-                res = run_plan(problem, plan, repeat=measure_repeat)
-                row.measured_makespan_us = res.measured_makespan_us
-                row.outputs_match = res.outputs_match
-            ev.rows.append(row)
-            ev.plans[(row.model, method)] = (problem, plan, sim)
+    Args:
+        oracle_time_limit_s: the oracle's time limit per model.
+        measure: also run every plan with the executor (here, after planning).
+        measure_repeat: executor runs per plan.
+        on_step: ``on_step(model, method)`` after each plan.
+        ray_address: ``"local"`` or a cluster's address runs each (model, platform,
+            method) as a Ray task; ``None`` plans here, one after another, without
+            importing Ray.
+        journal: a JSON-lines file that receives each finished job at once and is
+            removed when the evaluation completes, so an interrupted run leaves its
+            finished jobs behind.
+
+    Returns:
+        One evaluation per platform, in the order given.
+    """
+    with contextlib.ExitStack() as stack:
+        stack.enter_context(ray_session(ray_address))  # an unreachable cluster fails before any profiling
+        batches = {p: plan_jobs(models, methods, p, profiles, oracle_time_limit_s=oracle_time_limit_s)
+                   for p in dict.fromkeys(platforms)}
+        jobs = [job for batch in batches.values() for job in batch]
+
+        def step(i: int, _out: PlanOutcome) -> None:
             if on_step:
-                on_step(model, method)
-    _derive(ev)
-    return ev
+                on_step(jobs[i].problem.graph.name, jobs[i].method)
+
+        log = None
+        if journal is not None:
+            log = stack.enter_context(JsonlJournal(journal, lambda i, out: outcome_record(jobs[i], out)))
+        outcomes = run_jobs(jobs, run_plan_job, ray_address, num_cpus=job_cpus, on_done=chain(log, step))
+    evs, start = {}, 0
+    for p, batch in batches.items():
+        evs[p] = gather(batch, outcomes[start:start + len(batch)], p, profiles, measure=measure,
+                        measure_repeat=measure_repeat)
+        start += len(batch)
+    return evs
 
 
 def _derive(ev: Evaluation) -> None:
