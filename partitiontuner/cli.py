@@ -53,6 +53,18 @@ def _add_problem_args(p: argparse.ArgumentParser) -> None:
                    help="measure (on this machine, cached; default), fixture (committed numbers) or a profile .json")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of every CPU PU")
     p.add_argument("--refresh", action="store_true", help="re-measure profiles even if cached")
+    _add_cost_model_args(p)
+
+
+def _add_cost_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cost-model", choices=("auto", "calibrated", "uncalibrated"), default="auto",
+                   help="auto (default): this host's calibration if `partitiontuner calibrate` made one and profiles "
+                        "are measured; calibrated: require it; uncalibrated: the platform's own numbers")
+    p.add_argument("--no-calibration", action="store_true", help="same as --cost-model uncalibrated")
+
+
+def _cost_model(args: argparse.Namespace) -> str:
+    return "uncalibrated" if getattr(args, "no_calibration", False) else getattr(args, "cost_model", "auto")
 
 
 def _add_constraint_args(p: argparse.ArgumentParser) -> None:
@@ -92,6 +104,7 @@ def _spec(args: argparse.Namespace, progress: bool = True):
         refresh=getattr(args, "refresh", False),
         constraints=_constraints(args),
         progress=progress and not getattr(args, "json", False),
+        cost_model=_cost_model(args),
     )
 
 
@@ -245,6 +258,9 @@ def _add_plan(sub) -> None:
     p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
     p.add_argument("--dot", default=None, help="write the partitioned graph as Graphviz DOT")
     p.add_argument("--report", action="store_true", help="print where every op runs and why")
+    p.add_argument("--tune", type=int, default=None, metavar="K",
+                   help="run the K distinct candidate plans predicted fastest and return the measured-fastest")
+    p.add_argument("--pin-cores", action="store_true", help="--tune: pin each PU's worker thread to its own cores")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_plan)
 
@@ -262,6 +278,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     plan = planner.plan(problem)
     planning_time = time.perf_counter() - t0
+    tuned = None
+    if args.tune is not None:
+        from partitiontuner.tune import tune
+
+        tuned = tune(problem, args.method, plan, args.tune, pin_cores=args.pin_cores)
+        plan = tuned.best.plan
     validate_plan(problem, plan)
     sim = simulate(problem, plan)
     report = placement_report(problem, plan, sim)
@@ -289,12 +311,17 @@ def _cmd_plan(args: argparse.Namespace) -> int:
             "placement": rep["placement"],
             "info": {k: v for k, v in plan.info.items()},
             "warnings": [warning] if warning else [],
-            "out": args.out,
+            "out": args.out, "cost_model": _model_label(problem),
+            **({"tune": tuned.to_dict()} if tuned else {}),
         })
         return 0
     if warning:
         print(f"partitiontuner: warning: {warning}", file=sys.stderr)
     con = _console()
+    if tuned:
+        from partitiontuner.cli_fidelity import print_tune
+
+        print_tune(con, tuned)
     _print_partitions(con, problem, report)
     if args.report:
         _print_report(con, report)
@@ -302,7 +329,8 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     util = ", ".join(f"{pu} {100 * busy.get(pu, 0.0) / sim.makespan_us:.0f}%" for pu in problem.pus)
     con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name} with {plan.method}: "
               f"makespan [bold]{sim.makespan_us:.1f} us[/bold], {plan.num_partitions} partitions, "
-              f"planned in {planning_time:.3f} s (busy: {util}; profiles: {problem.profiles.source})")
+              f"planned in {planning_time:.3f} s (busy: {util}; profiles: {problem.profiles.source}; "
+              f"{_model_label(problem)} cost model)")
     for key in ("proven_optimal", "lower_bound_us", "gap"):
         if key in plan.info:
             con.print(f"  {key}: {plan.info[key]}")
@@ -371,6 +399,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             "partitions": [{"id": t.index, "device": t.device, "ops": [problem.graph.nodes[v].name for v in plan.partitions[t.index].ops],
                             "start_us": round(t.start_us, 3), "end_us": round(t.end_us, 3), "work_us": round(t.work_us, 3),
                             "overhead_us": round(t.overhead_us, 3)} for t in sim.partitions],
+            "cost_model": _model_label(problem),
             "transfers": [{"tensor": x.tensor, "size_bytes": x.size_bytes, "src": x.src_device, "dst": x.dst_device,
                            "src_partition": x.src_partition, "dst_partition": x.dst_partition,
                            "start_us": round(x.start_us, 3), "end_us": round(x.end_us, 3)} for x in sim.transfers],
@@ -379,7 +408,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     con = _console()
     _print_partitions(con, problem, placement_report(problem, plan, sim))
     con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name}: makespan [bold]{sim.makespan_us:.1f} us[/bold], "
-              f"{plan.num_partitions} partitions, {len(sim.transfers)} transfers")
+              f"{plan.num_partitions} partitions, {len(sim.transfers)} transfers ({_model_label(problem)} cost model)")
     return 0
 
 
@@ -475,6 +504,9 @@ def _add_run(sub) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the makespan is their median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random graph inputs")
+    p.add_argument("--trace", default=None, metavar="FILE.json", help="write a Chrome / Perfetto trace of the median run")
+    p.add_argument("--gantt", default=None, help="write measured beside simulated as a Gantt chart (.png or .svg)")
+    p.add_argument("--pin-cores", action="store_true", help="pin each PU's worker thread to its own cores")
     p.add_argument("--json", action="store_true")
     _add_debug_alias(p)
     p.set_defaults(func=_cmd_run)
@@ -489,7 +521,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}")
     problem = load_problem(_spec(args))
     plan = load_plan(problem, args.plan)
-    res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
+    res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed, pin_cores=args.pin_cores)
+    from partitiontuner.cli_fidelity import write_run_pictures
+
+    write_run_pictures(problem, plan, res, args.trace, args.gantt)
     if args.json:
         _print_json(res.to_dict())
         return 0 if res.outputs_match else 1
@@ -502,14 +537,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
         t.add_row(str(q.index), q.device + ("*" if q.emulated else ""), str(len(q.ops)), f"{q.measured_start_us:.1f}",
                   f"{q.simulated_start_us:.1f}", f"{q.measured_us_median:.1f}", f"{q.simulated_us:.1f}", ratio)
     con.print(t)
-    con.print(f"makespan: measured [bold]{res.measured_makespan_us:.1f} us[/bold] (median; runs "
-              f"{min(res.makespan_runs_us):.1f}..{max(res.makespan_runs_us):.1f}), simulated "
-              f"[bold]{res.simulated_makespan_us:.1f} us[/bold], measured/simulated {res.ratio:.3f}")
+    con.print(f"makespan: measured [bold]{res.measured_makespan_us:.1f} us[/bold] (median of {res.repeat}; p10 "
+              f"{res.measured_p10_us:.1f}, p90 {res.measured_p90_us:.1f}), simulated "
+              f"[bold]{res.simulated_makespan_us:.1f} us[/bold] ({res.cost_model} cost model), "
+              f"measured/simulated {res.ratio:.3f}")
     verdict = "[green]match[/green]" if res.outputs_match else "[red]DO NOT match[/red]"
     con.print(f"outputs {verdict} the whole-model ONNX Runtime run (rtol {res.rtol:g}, atol {res.atol:g}; "
               f"max abs error {res.max_abs_error:.3g})")
     for note in res.notes:
         con.print(f"note: {note}")
+    for w in res.warnings:
+        print(f"partitiontuner: warning: {w}", file=sys.stderr)
     return 0 if res.outputs_match else 1
 
 
@@ -613,7 +651,10 @@ def _add_evaluate(sub) -> None:
     p.add_argument("--platform", default="cpu-npu", help="platform preset or YAML (default: cpu-npu)")
     p.add_argument("--profiles", default="measure", help="measure (default), fixture, or a profile .json")
     p.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model, s (default: 600)")
-    p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
+    p.add_argument("--measure", action="store_true", help="also run every plan with the executor (repeats interleaved "
+                                                          "across a model's plans; median, p10, p90)")
+    p.add_argument("--repeat", type=int, default=5, help="--measure: timed runs per plan (default: 5)")
+    _add_cost_model_args(p)
     p.add_argument("--out", default="results", help="output directory (default: results)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=_cmd_evaluate)
@@ -644,17 +685,51 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=f"{model}: {method}")
 
         ev = evaluate(models, methods, args.platform, args.profiles, oracle_time_limit_s=args.time_limit,
-                      measure=args.measure, on_step=step)
+                      measure=args.measure, measure_repeat=args.repeat, on_step=step, cost_model=_cost_model(args))
     written = write_outputs(ev, args.out)
     if args.json:
         _print_json({"platform": ev.platform, "profiles": ev.profiles, "rows": rows_as_dicts(ev),
-                     "files": [str(p) for p in written]})
+                     "files": [str(p) for p in written], "cost_model": ev.cost_model})
         return 0
     from rich.markdown import Markdown
 
     _console().print(Markdown(to_markdown(ev)))
+    _console().print(f"cost model: {ev.cost_model}")
     _console().print(f"wrote {len(written)} files to {args.out}/ (results.csv, results.md, makespan_vs_oracle.png, Gantt charts, plans)")
     return 0
+
+
+# ---------------------------------------------------------------------------------
+# calibrate (the logic lives in partitiontuner.calibrate and partitiontuner.cli_fidelity)
+
+
+def _model_label(problem) -> str:
+    from partitiontuner.calibrate import cost_model_of
+
+    return cost_model_of(problem)
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser("calibrate", help="fit the cost model's launch and transfer costs to real runs on this host",
+                       description="Run microbenchmark plans (blocks of varied size on alternating PUs, built from zoo "
+                                   "models with measured profiles) on the executor and fit each PU's launch cost per "
+                                   "partition and each link's latency and bandwidth. Stored under the profile cache, "
+                                   "keyed by host and platform, and used by every later command with measured profiles.")
+    p.add_argument("--platform", default="cpu-npu", help="platform preset name or YAML file (default: cpu-npu)")
+    p.add_argument("--profiles", default="measure", help="must be measure (the default)")
+    p.add_argument("--models", nargs="+", default=None, help="zoo models for the microbenchmarks (default: squeezenet resnet18)")
+    p.add_argument("--repeat", type=int, default=5, help="timed runs per microbenchmark plan (default: 5)")
+    p.add_argument("--budget", type=float, default=200.0, metavar="S", help="stop starting plans after S seconds (default: 200)")
+    p.add_argument("--pin-cores", action="store_true", help="pin each PU's worker thread to its own cores")
+    p.add_argument("--json", action="store_true")
+    _add_debug_alias(p)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from partitiontuner.cli_fidelity import run_calibrate
+
+    return run_calibrate(args, _console(), _print_json)
 
 
 # ---------------------------------------------------------------------------------
@@ -674,7 +749,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train]
+_COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train,
+             _add_calibrate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

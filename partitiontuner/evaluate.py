@@ -42,6 +42,8 @@ class Row:
     gain_vs_profiling_pct: float | None = None
     measured_makespan_us: float | None = None
     outputs_match: bool | None = None
+    measured_p10_us: float | None = None
+    measured_p90_us: float | None = None
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Evaluation:
     platform: str
     profiles: str
     rows: list[Row] = field(default_factory=list)
+    cost_model: str = "uncalibrated"
     plans: dict[tuple[str, str], tuple[Problem, Plan, SimResult]] = field(default_factory=dict, repr=False)
 
     def row(self, model: str, method: str) -> Row | None:
@@ -65,6 +68,7 @@ def evaluate(
     measure: bool = False,
     measure_repeat: int = 3,
     on_step: Callable[[str, str], None] | None = None,
+    cost_model: str = "auto",
 ) -> Evaluation:
     """Plan every model with every method; ``on_step(model, method)`` after each plan."""
     unknown = [m for m in methods if m not in METHODS]
@@ -74,7 +78,10 @@ def evaluate(
         raise ConfigError("no models to evaluate")
     ev = Evaluation(platform, profiles)
     for model in models:
-        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False))
+        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False,
+                                           cost_model=cost_model))
+        ev.cost_model = "calibrated" if problem.calibration is not None else "uncalibrated"
+        first = len(ev.rows)
         for method in methods:
             opts = {"time_limit_s": oracle_time_limit_s} if method == ORACLE else {}
             planner = make_planner(method, **opts)
@@ -86,16 +93,18 @@ def evaluate(
                       num_partitions=plan.num_partitions)
             if method == ORACLE:
                 row.oracle_proven = bool(plan.info.get("proven_optimal", False))
-            if measure:
-                from partitiontuner.execute import run_plan
-
-                res = run_plan(problem, plan, repeat=measure_repeat)
-                row.measured_makespan_us = res.measured_makespan_us
-                row.outputs_match = res.outputs_match
             ev.rows.append(row)
             ev.plans[(row.model, method)] = (problem, plan, sim)
             if on_step:
                 on_step(model, method)
+        if measure:  # repeats interleaved across this model's plans
+            from partitiontuner.measure import measure_interleaved
+
+            rows = ev.rows[first:]
+            results = measure_interleaved([ev.plans[(r.model, r.method)][:2] for r in rows], repeat=measure_repeat)
+            for row, res in zip(rows, results, strict=True):
+                row.measured_makespan_us, row.outputs_match = res.measured_makespan_us, res.outputs_match
+                row.measured_p10_us, row.measured_p90_us = res.measured_p10_us, res.measured_p90_us
     _derive(ev)
     return ev
 
