@@ -79,7 +79,7 @@ from onnx import helper
 from partitiontuner.errors import PartitionTunerError
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.problem import Problem
-from partitiontuner.simulate import Simulator, simulate
+from partitiontuner.simulate import Simulator, TransferTiming, simulate
 from partitiontuner.stats import host_load, load_warning, spread_warning, summarize
 from partitiontuner.subgraph import partition_io, subgraph_model
 from partitiontuner.zoo import random_input
@@ -225,31 +225,22 @@ class PartitionRun:
 
 
 @dataclass(frozen=True)
-class TransferRun:
-    """One hand-off between PUs in the median run, in us from t = 0.
+class TransferRun(TransferTiming):
+    """One measured hand-off between PUs in the median run, in us from t = 0 (the
+    simulator's record plus when the receiver got hold of the tensor).
 
-    ``src_partition`` is -1 for a graph input; ``dst_partition`` is -1 for a graph
-    output going to the host. The tensor leaves at ``start_us`` (its producer's end),
-    the receiving worker holds it from ``handed_us`` and may use it from ``usable_us``
-    (``start_us`` plus the link's emulated transfer time, or later if the hand-over
-    itself was late).
+    The tensor leaves at ``start_us`` (its producer's measured end), the receiving
+    worker holds it from ``handed_us`` and may use it from ``end_us`` (``start_us`` plus
+    the link's emulated transfer time, or later if the hand-over itself was late).
     """
 
-    tensor: str
-    size_bytes: int
-    src_device: str
-    dst_device: str
-    src_partition: int
-    dst_partition: int
-    start_us: float
-    handed_us: float
-    usable_us: float
+    handed_us: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {"tensor": self.tensor, "size_bytes": self.size_bytes, "src": self.src_device, "dst": self.dst_device,
                 "src_partition": self.src_partition, "dst_partition": self.dst_partition,
                 "start_us": round(self.start_us, 3), "handed_us": round(self.handed_us, 3),
-                "usable_us": round(self.usable_us, 3)}
+                "usable_us": round(self.end_us, 3)}
 
 
 @dataclass(frozen=True)
@@ -714,7 +705,7 @@ def _result(ex: Executor, runs: Sequence[_RunRecord], *, warmup: int, rtol: floa
         for i, p in enumerate(plan.partitions)
     )
     transfers = tuple(
-        TransferRun(t, size, names[src], names[dst], j, i, (med.end[j] if j >= 0 else 0.0) * 1e6, handed * 1e6, usable * 1e6)
+        TransferRun(t, size, names[src], names[dst], j, i, (med.end[j] if j >= 0 else 0.0) * 1e6, usable * 1e6, handed * 1e6)
         for t, j, i, src, dst, size, handed, usable in med.transfers
     )
     lates = [x * 1e6 for x in med.late] or [0.0]

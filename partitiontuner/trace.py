@@ -67,7 +67,7 @@ def trace_events(res: ExecutionResult, sim: SimResult, pus: tuple[str, ...]) -> 
                       "median_us_over_runs": round(q.measured_us_median, 3)}))
         spans[q.device].append((q.measured_start_us, q.measured_end_us))
     for t in res.transfers:
-        ev.append(_x(MEASURED_PID, tid[(t.src_device, t.dst_device)], t.tensor, "transfer", t.start_us, t.usable_us - t.start_us,
+        ev.append(_x(MEASURED_PID, tid[(t.src_device, t.dst_device)], t.tensor, "transfer", t.start_us, t.end_us - t.start_us,
                      {"bytes": t.size_bytes, "src_partition": t.src_partition, "dst_partition": t.dst_partition,
                       "handed_over_us": round(t.handed_us, 3)}))
     for pu in pus:

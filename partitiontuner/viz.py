@@ -294,7 +294,7 @@ def gantt_measured_vs_simulated(problem: Problem, plan: Plan, sim: SimResult, me
     axes = fig.subplots(2, 1, sharex=True)
     panels = (
         ("measured (median run)", [(q.device, q.measured_start_us, q.measured_end_us) for q in measured.partitions],
-         [(t.dst_device, t.start_us, t.usable_us, t.src_device) for t in measured.transfers], measured.measured_makespan_us),
+         [(t.dst_device, t.start_us, t.end_us, t.src_device) for t in measured.transfers], measured.measured_makespan_us),
         (f"simulated ({measured.cost_model})", [(t.device, t.start_us, t.end_us) for t in sim.partitions],
          [(x.dst_device, x.start_us, x.end_us, x.src_device) for x in sim.transfers], sim.makespan_us),
     )
