@@ -499,16 +499,17 @@ class Benchmark:
 def measure_events(problems: Sequence[Any], *, repeat: int = 5, warmup: int = 1, budget_s: float = 240.0,
                    pin_cores: bool = False, progress: Callable[[str], None] | None = None
                    ) -> tuple[list[PartitionEvent | OutputEvent], list[Benchmark]]:
-    """Run every microbenchmark plan of every problem (until ``budget_s`` is spent)."""
+    """Run every microbenchmark plan of every problem until ``budget_s`` is spent (the
+    first plan of each problem always runs, so every PU and link gets samples)."""
     from partitiontuner.execute import Executor
 
     t_end = time.perf_counter() + budget_s
     events: list[PartitionEvent | OutputEvent] = []
     benches: list[Benchmark] = []
     for problem in problems:
-        for plan in microbenchmark_plans(problem):
-            if time.perf_counter() > t_end:
-                return events, benches
+        for k, plan in enumerate(microbenchmark_plans(problem)):
+            if k and time.perf_counter() > t_end:
+                break
             if progress:
                 progress(f"{problem.graph.name}: {plan.method} ({plan.num_partitions} partitions)")
             ex = Executor(problem, plan, pin_cores=pin_cores)
@@ -539,7 +540,8 @@ class CalibrateArgs:
         models: zoo models whose ops make the microbenchmarks.
         profiles: must be ``measure``: calibration corrects measured profiles.
         repeat: timed runs per microbenchmark plan.
-        budget_s: stop starting new plans after this long (the fit uses what ran).
+        budget_s: the whole command's time budget, profiling included: no new plan is
+            started after it (the fit uses what ran).
         pin_cores: pin PU worker threads while measuring.
         root: cache root (default: the profile cache's).
     """
@@ -552,21 +554,27 @@ class CalibrateArgs:
     pin_cores: bool = False
     root: str | None = None
 
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for settings that cannot work."""
+        if self.profiles != "measure":
+            raise ConfigError("calibrate needs measured profiles (--profiles measure): it corrects this host's measurements")
+        if self.repeat < 1 or self.budget_s <= 0 or not self.models:
+            raise ConfigError(f"--repeat must be >= 1, --budget > 0 and --models not empty, got {self.repeat}, "
+                              f"{self.budget_s} and {list(self.models)}")
+
 
 def calibrate(args: CalibrateArgs, progress: Callable[[str], None] | None = None) -> tuple[Calibration, Path]:
     """Measure the microbenchmarks, fit, store; return the calibration and its file."""
     from partitiontuner.profiling.cache import fingerprint_id, host_fingerprint
     from partitiontuner.workflow import ProblemSpec, load_problem
 
-    if args.profiles != "measure":
-        raise ConfigError("calibrate needs measured profiles (--profiles measure): it corrects this host's measurements")
-    if args.repeat < 1 or args.budget_s <= 0:
-        raise ConfigError(f"--repeat must be >= 1 and --budget > 0, got {args.repeat} and {args.budget_s}")
+    args.check()
     t0 = time.perf_counter()
     problems = [load_problem(ProblemSpec(model=m, platform=args.platform, profiles="measure", progress=False,
                                          cost_model="uncalibrated")) for m in args.models]
     platform = problems[0].platform
-    events, benches = measure_events(problems, repeat=args.repeat, budget_s=args.budget_s, pin_cores=args.pin_cores,
+    left = args.budget_s - (time.perf_counter() - t0)
+    events, benches = measure_events(problems, repeat=args.repeat, budget_s=left, pin_cores=args.pin_cores,
                                      progress=progress)
     if not events:
         raise ConfigError("no microbenchmark ran within the budget")

@@ -55,6 +55,7 @@ def run_calibrate(args: argparse.Namespace, con: Console, print_json: Callable[[
 
     cfg = CalibrateArgs(platform=args.platform, models=tuple(args.models) if args.models else CalibrateArgs.models,
                         profiles=args.profiles, repeat=args.repeat, budget_s=args.budget, pin_cores=args.pin_cores)
+    cfg.check()
     warning = load_warning()
     if warning:
         print(f"partitiontuner: warning: {warning}", file=sys.stderr)

@@ -50,7 +50,12 @@ worker blocks only until :data:`SPIN_AHEAD_S` before the producer is expected to
 (the producer's actual start plus its simulated duration) and then spins, for at most
 :data:`MAX_SPIN_S`. Spinning yields with ``os.sched_yield``: a spin that keeps the GIL
 (or releases it with ``time.sleep(0)``) starves the other workers for up to the 5 ms
-GIL switch interval (measured: ~200 us extra per PU switch). All of this assumes a
+GIL switch interval (measured: ~200 us extra per PU switch). The spin is capped at
+0.5 ms: a longer spin (it was 2 ms) occupies a core whenever a producer runs longer
+than its simulated time, which on ``cpu-2npu`` (three workers on two cores) can take
+the core the late producer needs; past the cap a blocked wait's ~30 us is cheaper.
+With a calibrated cost model the expected ends are close and the cap is rarely hit.
+All of this assumes a
 quiet machine: on a loaded one every wake-up waits for a time slice, and measured
 times grow with the load.
 
@@ -94,7 +99,7 @@ START_DELAY_S = 1e-3
 #: a worker waiting for another PU's result spins from this long before it is expected
 SPIN_AHEAD_S = 100e-6
 #: ... and for at most this long (then it blocks: the producer is far behind schedule)
-MAX_SPIN_S = 2e-3
+MAX_SPIN_S = 500e-6
 #: a worker checks this often whether another worker failed
 _POLL_S = 0.05
 #: while a producer has not started, its consumer checks this often

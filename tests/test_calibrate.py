@@ -292,3 +292,26 @@ def test_kendall_tau_against_pair_counting() -> None:
         x, y = rng.permutation(7), rng.permutation(7)
         c = sum(np.sign(x[i] - x[j]) * np.sign(y[i] - y[j]) for i in range(7) for j in range(i + 1, 7))
         assert kendall_tau(x, y) == pytest.approx(c / 21)
+
+
+def test_calibrate_end_to_end_on_a_small_problem(tmp_path: Path, monkeypatch) -> None:
+    """The whole command path (problems -> microbenchmarks on the real executor -> fit
+    -> file), on a 6-op chain so it is quick; the measuring is real, so only structure
+    and sanity are asserted."""
+    import partitiontuner.workflow as workflow
+
+    g = chain(6, elems=256)
+    p = problem(g, two_pu_platform(), {f"op{i}": [20.0, 5.0] for i in range(6)})
+    monkeypatch.setattr(workflow, "load_problem", lambda spec: p)
+    cal, path = cal_mod.calibrate(cal_mod.CalibrateArgs(models=("chain",), repeat=2, budget_s=60.0, root=str(tmp_path)))
+    assert path.exists() and path.parent == tmp_path / "calibration"
+    assert set(cal.launch_us) == {"cpu", "npu"} and cal.links
+    assert cal.plans >= 2 and cal.error_before is not None and cal.error_after is not None
+    assert load_calibration(p.platform, tmp_path) == cal
+
+
+def test_calibrate_needs_measured_profiles() -> None:
+    from partitiontuner.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="measured profiles"):
+        cal_mod.calibrate(cal_mod.CalibrateArgs(profiles="fixture"))

@@ -110,3 +110,11 @@ def test_cli_plan_tune_returns_the_measured_fastest(capsys) -> None:
     assert chosen["measured_us"] == min(c["measured_us"] for c in cands)
     assert d["makespan_us"] == pytest.approx(chosen["predicted_us"], abs=1e-2)
     assert d["cost_model"] == "uncalibrated"
+
+
+@pytest.mark.parametrize("argv", [["plan", "squeezenet", "--profiles", "fixture", "--method", "greedy", "--tune", "0"],
+                                  ["calibrate", "--profiles", "fixture"]])
+def test_cli_bad_fidelity_input_is_one_line_exit_2(argv: list[str], capsys) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("partitiontuner: error:")
