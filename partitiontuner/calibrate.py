@@ -236,13 +236,13 @@ class Calibration:
     def to_dict(self) -> dict[str, Any]:
         return {
             "platform": self.platform, "platform_signature": self.platform_signature, "host": self.host,
-            "launch_us": {k: round(v, 3) for k, v in self.launch_us.items()},
-            "links": [{"src": a, "dst": b, "latency_us": round(f.latency_us, 3), "us_per_byte": f.us_per_byte,
+            "launch_us": dict(self.launch_us),
+            "links": [{"src": a, "dst": b, "latency_us": f.latency_us, "us_per_byte": f.us_per_byte,
                        "samples": f.samples} for (a, b), f in self.links.items()],
-            "slowdown": {k: round(v, 4) for k, v in self.slowdown.items()},
+            "slowdown": dict(self.slowdown),
             "launch_samples": dict(self.launch_samples),
             "error_before": self.error_before, "error_after": self.error_after,
-            "plans": self.plans, "seconds": round(self.seconds, 1), "created": self.created,
+            "plans": self.plans, "seconds": self.seconds, "created": self.created,
         }
 
     @classmethod
