@@ -50,7 +50,7 @@ def print_tune(con: Console, tuned) -> None:
 
 
 def run_calibrate(args: argparse.Namespace, con: Console, print_json: Callable[[Any], None]) -> int:
-    from partitiontuner.calibrate import CalibrateArgs, calibrate
+    from partitiontuner.microbench import CalibrateArgs, calibrate
     from partitiontuner.stats import load_warning
 
     cfg = CalibrateArgs(platform=args.platform, models=tuple(args.models) if args.models else CalibrateArgs.models,

@@ -15,6 +15,7 @@ import pytest
 from graphs import chain, problem, two_pu_platform
 
 from partitiontuner import calibrate as cal_mod
+from partitiontuner import microbench
 from partitiontuner.calibrate import (
     Calibration,
     LinkFit,
@@ -23,14 +24,13 @@ from partitiontuner.calibrate import (
     PartitionEvent,
     apply,
     calibrated_platform,
-    events_of,
     fit,
     load_calibration,
-    microbenchmark_plans,
     nnls,
     save_calibration,
 )
 from partitiontuner.execute import Executor
+from partitiontuner.microbench import events_of, microbenchmark_plans
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.platform import load_platform
 from partitiontuner.problem import Problem
@@ -303,7 +303,7 @@ def test_calibrate_end_to_end_on_a_small_problem(tmp_path: Path, monkeypatch) ->
     g = chain(6, elems=256)
     p = problem(g, two_pu_platform(), {f"op{i}": [20.0, 5.0] for i in range(6)})
     monkeypatch.setattr(workflow, "load_problem", lambda spec: p)
-    cal, path = cal_mod.calibrate(cal_mod.CalibrateArgs(models=("chain",), repeat=2, budget_s=60.0, root=str(tmp_path)))
+    cal, path = microbench.calibrate(microbench.CalibrateArgs(models=("chain",), repeat=2, budget_s=60.0, root=str(tmp_path)))
     assert path.exists() and path.parent == tmp_path / "calibration"
     assert set(cal.launch_us) == {"cpu", "npu"} and cal.links
     assert cal.plans >= 2 and cal.error_before is not None and cal.error_after is not None
@@ -314,4 +314,4 @@ def test_calibrate_needs_measured_profiles() -> None:
     from partitiontuner.errors import ConfigError
 
     with pytest.raises(ConfigError, match="measured profiles"):
-        cal_mod.calibrate(cal_mod.CalibrateArgs(profiles="fixture"))
+        microbench.calibrate(microbench.CalibrateArgs(profiles="fixture"))
