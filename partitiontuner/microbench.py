@@ -31,7 +31,7 @@ from partitiontuner.calibrate import (
 )
 from partitiontuner.errors import ConfigError
 from partitiontuner.execute import Executor
-from partitiontuner.plan import make_plan
+from partitiontuner.plan import Plan, make_plan
 from partitiontuner.platform import Platform
 from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator, simulate
@@ -63,7 +63,7 @@ def events_of(executor: Executor, records: Sequence[Any]) -> list[PartitionEvent
     return out
 
 
-def microbenchmark_plans(problem: Problem, sizes: Sequence[int] = (1, 2, 4, 8, 32)) -> list[Any]:
+def microbenchmark_plans(problem: Problem, sizes: Sequence[int] = (1, 2, 4, 8, 32)) -> list[Plan]:
     """Plans that exercise launch and hand-off costs: the model's ops in topological
     order cut into blocks of ``size`` ops (contiguous in a topological order, hence
     convex), placed round-robin over the PUs that can run a whole block (the host
@@ -95,8 +95,8 @@ def microbenchmark_plans(problem: Problem, sizes: Sequence[int] = (1, 2, 4, 8, 3
 class Benchmark:
     """One microbenchmark plan: the makespans measured and what the problem simulated."""
 
-    problem: Any
-    plan: Any
+    problem: Problem
+    plan: Plan
     measured_us: tuple[float, ...]
 
 
