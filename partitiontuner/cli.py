@@ -718,7 +718,7 @@ def _add_calibrate(sub) -> None:
     p.add_argument("--platform", default="cpu-npu", help="platform preset name or YAML file (default: cpu-npu)")
     p.add_argument("--profiles", default="measure", help="must be measure (the default)")
     p.add_argument("--models", nargs="+", default=None, help="zoo models for the microbenchmarks (default: squeezenet resnet18)")
-    p.add_argument("--repeat", type=int, default=5, help="timed runs per microbenchmark plan (default: 5)")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per microbenchmark plan (default: 10)")
     p.add_argument("--budget", type=float, default=200.0, metavar="S", help="stop starting plans after S seconds (default: 200)")
     p.add_argument("--pin-cores", action="store_true", help="pin each PU's worker thread to its own cores")
     p.add_argument("--json", action="store_true")

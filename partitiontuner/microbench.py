@@ -150,7 +150,7 @@ class CalibrateArgs:
     platform: str = "cpu-npu"
     models: tuple[str, ...] = ("squeezenet", "resnet18")
     profiles: str = "measure"
-    repeat: int = 5
+    repeat: int = 10
     budget_s: float = 200.0
     pin_cores: bool = False
     root: str | None = None
