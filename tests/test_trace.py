@@ -118,3 +118,27 @@ def test_cli_bad_fidelity_input_is_one_line_exit_2(argv: list[str], capsys) -> N
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("partitiontuner: error:")
+
+
+def test_core_map_gives_cpu_pus_their_own_cores_and_emulated_pus_the_rest() -> None:
+    from partitiontuner.execute import core_map
+    from partitiontuner.platform import load_platform
+
+    pf = load_platform("cpu-2npu")
+    assert core_map(pf, [0, 1, 2], available=[0, 1]) == {0: (0,), 1: (1,), 2: (1,)}
+    assert core_map(pf.with_cpu_threads(2), [0, 1], available=[0, 1, 2, 3]) == {0: (0, 1), 1: (2,)}
+    assert core_map(pf, [0, 1], available=[5]) == {0: (5,), 1: (5,)}  # one core: everyone shares it
+
+
+def test_pinned_run_reports_its_cores() -> None:
+    import os
+
+    if not hasattr(os, "sched_setaffinity"):
+        pytest.skip("no thread pinning on this OS")
+    p = diamond_problem()
+    plan = make_plan(p, [([0], "cpu"), ([1, 2, 3], "npu")], "hand")
+    res = run_plan(p, plan, repeat=2, warmup=0, pin_cores=True)
+    assert res.outputs_match and set(res.pinned_cores) == {"cpu", "npu"}
+    allowed = os.sched_getaffinity(0)
+    assert all(set(c) <= allowed for c in res.pinned_cores.values())
+    assert os.sched_getaffinity(0) == allowed  # the main thread is not pinned
