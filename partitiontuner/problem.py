@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.profiles import Profiles
 
+if TYPE_CHECKING:
+    from partitiontuner.calibrate import AppliedCalibration
+
 
 @dataclass(frozen=True, eq=False)
 class Problem:
@@ -27,6 +31,9 @@ class Problem:
     platform: Platform
     profiles: Profiles
     constraints: Constraints = field(default_factory=Constraints)
+    #: set when ``platform`` carries this host's fitted launch / link costs
+    #: (:mod:`partitiontuner.calibrate`); the executor emulates with ``raw_platform``
+    calibration: AppliedCalibration | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.profiles.check_matches(self.graph, self.platform)
