@@ -593,11 +593,11 @@ class OraclePlanner(Planner):
 
     def _incumbents(self, problem: Problem, relaxed: list[tuple[list[int], int]], sim: Simulator) -> list[tuple[list[tuple[list[int], int]], float]]:
         """Quick plans that satisfy the constraints, best first: the relaxed optimum
-        repaired by :mod:`partitiontuner.agents.repair` (if that module is there) and
+        repaired by :mod:`partitiontuner.repair` (if that module is there) and
         one partition on one PU."""
         options = []
         try:
-            from partitiontuner.agents.repair import repair
+            from partitiontuner.repair import repair
 
             options.append([(list(ops), int(p)) for ops, p in repair(problem, relaxed, sim)])
         except (ImportError, InfeasiblePlanError):

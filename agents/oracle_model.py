@@ -68,6 +68,7 @@ from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from partitiontuner.fusion import cover_dp
 from partitiontuner.problem import Problem
 
 #: the integer time unit of the model, in microseconds (0.1 ns)
@@ -147,7 +148,7 @@ class IntTables:
         # is never needed (swap it for that cover): drop it on that PU, so the CP-SAT
         # models have fewer choices; the best cover of any op set is unchanged
         dominated = {
-            key: [p for p in range(num_pus) if row[p] and _run_cover(run_savings, max_run, key[0], list(range(key[1], key[1] + key[2])), p, skip=key) >= row[p]]
+            key: [p for p in range(num_pus) if row[p] and cover_dp(run_savings, max_run, key[0], list(range(key[1], key[1] + key[2])), p, skip=key)[-1] >= row[p]]
             for key, row in run_savings.items()
         }
         for key, pus in dominated.items():
@@ -191,7 +192,7 @@ class IntTables:
         by_chain: dict[int, list[int]] = {}
         for v in ops:
             by_chain.setdefault(fusion.chain[v], []).append(fusion.pos[v])
-        return sum(_run_cover(self.run_savings, self.max_run, c, sorted(positions), pu) for c, positions in by_chain.items() if len(positions) > 1)
+        return sum(cover_dp(self.run_savings, self.max_run, c, sorted(positions), pu)[-1] for c, positions in by_chain.items() if len(positions) > 1)
 
     def work(self, ops: Sequence[int] | frozenset[int], pu: int) -> int | None:
         """Integer :meth:`Problem.partition_time`: the summed op times minus the best
@@ -203,28 +204,6 @@ class IntTables:
 
     def to_us(self, units: float) -> float:
         return units * self.unit_us
-
-
-def _run_cover(
-    run_savings: dict[tuple[int, int, int], list[int]], max_run: int, chain: int, positions: list[int], pu: int,
-    skip: tuple[int, int, int] | None = None,
-) -> int:
-    """Best total saving on ``pu`` of disjoint groups (runs keyed by (chain, first
-    position, length), ``skip`` excluded) inside the sorted ``positions`` of one chain:
-    a weighted-interval dynamic program."""
-    best = [0] * (len(positions) + 1)
-    for i in range(1, len(positions) + 1):
-        b = best[i - 1]
-        for length in range(2, min(i, max_run) + 1):
-            j = i - length
-            if positions[j] != positions[i - 1] - length + 1:
-                break
-            key = (chain, positions[j], length)
-            s = run_savings.get(key)
-            if s is not None and key != skip and best[j] + s[pu] > b:
-                b = best[j] + s[pu]
-        best[i] = b
-    return best[-1]
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ Modules, in the paper's order, and the choices this implementation makes:
    zoo, so it is gone.
 3. **Graph partitioner.** Partitions are the DP's segments; where a chain's segment
    continues a predecessor chain's segment on the same PU they are merged (maximal
-   runs, :mod:`partitiontuner.agents.runs`: merging never loses a fusion, since
+   runs, :mod:`partitiontuner.runs`: merging never loses a fusion, since
    groups never span chains). Both the merged and the unmerged partitioning are
    built and the simulator keeps the better (unmerged wins after the partition
    scheduler on some models, e.g. inception_v2).
@@ -70,7 +70,7 @@ Modules, in the paper's order, and the choices this implementation makes:
    vertices, one-op chains) greedy sometimes wins.
 
 Global constraints (partition count, memory) are then repaired
-(:mod:`partitiontuner.agents.repair`); pins and forbids restrict the DP's states.
+(:mod:`partitiontuner.repair`); pins and forbids restrict the DP's states.
 """
 
 from __future__ import annotations
@@ -86,8 +86,13 @@ import numpy as np
 from partitiontuner.agents.base import Planner
 from partitiontuner.agents.baselines import npu_first_assignment
 from partitiontuner.agents.greedy import greedy_assignment
-from partitiontuner.agents.repair import finish_plan
-from partitiontuner.agents.runs import (
+from partitiontuner.branches import connected_components, cut_vertices
+from partitiontuner.errors import ConfigError
+from partitiontuner.graph import OpGraph
+from partitiontuner.plan import Plan
+from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan
+from partitiontuner.runs import (
     JoinRule,
     Parts,
     critical_path_key,
@@ -96,11 +101,6 @@ from partitiontuner.agents.runs import (
     partition_edges,
     runs_in_sequence,
 )
-from partitiontuner.branches import connected_components, cut_vertices
-from partitiontuner.errors import ConfigError
-from partitiontuner.graph import OpGraph
-from partitiontuner.plan import Plan
-from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator
 
 #: window op visits (4 per op per scored mapping) the partition scheduler may spend in total

@@ -129,6 +129,50 @@ class Simulator:
             total -= self.fusion.saving(ops, pu)
         return total
 
+    def arrival(self, v: int, p: int, owner: Sequence[int], part_pu: Sequence[int], part_end: Sequence[float], skip: int) -> float:
+        """When the last of ``v``'s inputs from outside partition ``skip`` is on PU ``p``.
+
+        The arrival rule: a tensor from a partition on ``p`` is there when its producer
+        ends; one from another PU ``q`` after the link's transfer (``latency + bytes /
+        bandwidth``); a graph input starts on the host at time 0.
+
+        Args:
+            v: the reading op.
+            p: the PU that would run it.
+            owner: partition index of every op read (``owner[u]`` for ``u`` in ``v``'s
+                predecessors).
+            part_pu: PU of each partition.
+            part_end: end time of each partition.
+            skip: the partition whose own tensors do not count (``-1``: none).
+        """
+        lat, upb = self.lat, self.upb
+        a = 0.0
+        for u, b in self.in_edges[v]:
+            j = owner[u]
+            if j != skip:
+                q = part_pu[j]
+                t = part_end[j] if q == p else part_end[j] + lat[q][p] + b * upb[q][p]
+                if t > a:
+                    a = t
+        if self.reads_input[v] and p != self.host:
+            host = self.host
+            t = lat[host][p] + self.input_bytes[v] * upb[host][p]
+            if t > a:
+                a = t
+        return a
+
+    def finish(self, start_us: float, work_us: float, p: int) -> float:
+        """End of a partition on ``p`` that starts at ``start_us`` with ``work_us`` of work:
+        the work plus the PU's dispatch overhead."""
+        return start_us + work_us + self.overhead[p]
+
+    def to_host(self, end_us: float, p: int, out_bytes: float) -> float:
+        """When a partition on ``p`` ending at ``end_us`` is done for the makespan: its
+        largest graph output (``out_bytes``; ``-1``: none) must also reach the host."""
+        if out_bytes >= 0 and p != self.host:
+            return max(end_us, end_us + self.lat[p][self.host] + out_bytes * self.upb[p][self.host])
+        return end_us
+
     def run(self, parts: Sequence[Sequence[int]], pus: Sequence[int]) -> tuple[float, list[float], list[float]]:
         """Makespan and per-partition start and end times."""
         owner = [-1] * self.num_ops
@@ -139,37 +183,26 @@ class Simulator:
         start = [0.0] * n
         end = [0.0] * n
         free = [0.0] * self.num_pus
-        lat, upb, host = self.lat, self.upb, self.host
-        in_edges, reads_input, input_bytes, out_bytes = self.in_edges, self.reads_input, self.input_bytes, self.output_bytes
+        host, out_bytes, arrival = self.host, self.output_bytes, self.arrival
         makespan = 0.0
         for i in range(n):
             ops = parts[i]
             p = pus[i]
             s = free[p]
             for v in ops:
-                for u, b in in_edges[v]:
-                    j = owner[u]
-                    if j != i:
-                        q = pus[j]
-                        a = end[j] if q == p else end[j] + lat[q][p] + b * upb[q][p]
-                        if a > s:
-                            s = a
-                if reads_input[v] and p != host:
-                    a = lat[host][p] + input_bytes[v] * upb[host][p]
-                    if a > s:
-                        s = a
-            e = s + self.work(ops, p) + self.overhead[p]
+                a = arrival(v, p, owner, pus, end, i)
+                if a > s:
+                    s = a
+            e = self.finish(s, self.work(ops, p), p)
             start[i] = s
             end[i] = e
             free[p] = e
             if e > makespan:
                 makespan = e
             if p != host:
-                for v in ops:
-                    if out_bytes[v] >= 0:
-                        a = e + lat[p][host] + out_bytes[v] * upb[p][host]
-                        if a > makespan:
-                            makespan = a
+                e = self.to_host(e, p, max(out_bytes[v] for v in ops))
+                if e > makespan:
+                    makespan = e
         return makespan, start, end
 
     def makespan(self, parts: Sequence[Sequence[int]], pus: Sequence[int]) -> float:

@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
-from partitiontuner.agents.runs import Parts, maximal_runs, order_partitions, partition_edges
 from partitiontuner.errors import InfeasiblePlanError
 from partitiontuner.plan import Plan, make_plan
 from partitiontuner.problem import Problem
+from partitiontuner.runs import Parts, maximal_runs, order_partitions, partition_edges
 from partitiontuner.simulate import Simulator
 
 #: total simulator work (op + edge visits) repair may spend comparing merge candidates
@@ -386,12 +386,12 @@ class _Merger:
         c = self._cost.get(i)
         if c is None:
             p = self.pu[i]
-            c = float(self.time_sum[i][p]) - self.saving[i][p] + self.sim.overhead[p]
+            c = self.sim.finish(0.0, float(self.time_sum[i][p]) - self.saving[i][p], p)
             self._cost[i] = c
         return c
 
     def merged_cost(self, a: int, b: int, p: int) -> float:
-        return float(self.time_sum[a][p] + self.time_sum[b][p]) - self.merged_saving(a, b, p) + self.sim.overhead[p]
+        return self.sim.finish(0.0, float(self.time_sum[a][p] + self.time_sum[b][p]) - self.merged_saving(a, b, p), p)
 
     def proxy(self, a: int, b: int, p: int) -> float:
         """Change in busy time: merged work + overhead - parts, minus transfers saved."""
