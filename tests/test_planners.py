@@ -574,8 +574,7 @@ def test_every_planner_on_every_zoo_model_and_preset(model):
     from partitiontuner.profiling.fixtures import fixture_dir
     from partitiontuner.workflow import ProblemSpec, load_problem
 
-    if not (fixture_dir() / f"{model}.json").is_file():
-        pytest.skip(f"no fixture profiles for {model} yet")
+    assert (fixture_dir() / f"{model}.json").is_file(), f"committed fixture profiles for {model} are missing"
     for preset in PRESETS:
         p = load_problem(ProblemSpec(model, preset, profiles="fixture", progress=False))
         sim = Simulator(p)
