@@ -85,6 +85,11 @@ leftover time; a block with no time left gets a quick fallback solution, so a pl
 always comes back). A block that was not proven contributes its best bound to the
 lower bound; ``proven_optimal`` holds when the dynamic program over lower bounds
 meets its value.
+
+Why one file of ~660 lines: the decomposition, the dynamic program joining the block
+optima, the time-budgeted block solves and the whole-graph model for global
+constraints are one exactness argument (above); the per-block model, the larger half,
+already lives in :mod:`partitiontuner.agents.oracle_model`.
 """
 
 from __future__ import annotations

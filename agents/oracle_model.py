@@ -57,6 +57,10 @@ set of fused groups a partition's integer work, ``sum of rounded op times - sum 
 max(0, rounded sum - rounded group time)``, is within half a unit per op of the true
 one, hence so is its best cover); the oracle's plan
 is therefore within twice that, :func:`rounding_error_us`, of the true optimum.
+
+Why one file of ~840 lines: the formulation above and the code stating it are read
+together; :class:`BlockModel` adds it to CP-SAT one part per method, in the order of
+this docstring, and its integer tables (:class:`IntTables`) exist only for it.
 """
 
 from __future__ import annotations

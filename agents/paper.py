@@ -71,6 +71,10 @@ Modules, in the paper's order, and the choices this implementation makes:
 
 Global constraints (partition count, memory) are then repaired
 (:mod:`partitiontuner.repair`); pins and forbids restrict the DP's states.
+
+Why one file of ~600 lines: it is one algorithm of the paper, its four modules in the
+paper's order, each short and each calling the next; split, the choices listed above
+would be separated from the code that makes them.
 """
 
 from __future__ import annotations

@@ -34,6 +34,10 @@ the link; outputs must reach the host), evaluated incrementally from the simulat
 own compiled tables (``work``, ``transfer``, edges). The tests check, after every step
 of random episodes, that :attr:`ScheduleState.makespan` equals ``Simulator.run`` on the
 partial plan, and the environment's final reward is computed by the simulator itself.
+
+Why one file of ~520 lines: :meth:`ScheduleState.apply`, :meth:`~ScheduleState.undo`,
+the masks and the incremental costs read and write the same per-partition lists, and
+every field that ``apply`` changes ``undo`` must restore; they change together.
 """
 
 from __future__ import annotations

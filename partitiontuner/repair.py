@@ -28,6 +28,10 @@ themselves. The global ones are repaired here, after planning:
    that may only run on different PUs for ``--max-partitions 1``). This is a
    heuristic (it merges and moves whole partitions, never splits one to regroup its
    ops), so it can give up on a satisfiable request; the oracle is the exact method.
+
+Why one file of ~640 lines: the three stages share one bookkeeping class (the merger's
+partition graph, cached costs and fusion savings) and fall back on one another in the
+order above; apart, each would need the others' internals.
 """
 
 from __future__ import annotations

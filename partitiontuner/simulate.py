@@ -14,7 +14,15 @@ partition ends or the last output reaches the host.
 With no contention this discrete-event semantics reduces to a longest path over the
 partitions in their execution sequence, which is what :class:`Simulator` computes (the
 tests check it against a literal event-queue simulation). It is the only cost function
-in the project: planners, the oracle and the RL environment all call it.
+in the project: planners, the oracle and the RL environment all call it. Each rule has
+one implementation: the arrival of a partition's inputs (:meth:`Simulator.arrival`),
+its end (:meth:`Simulator.finish`), its outputs' way to the host
+(:meth:`Simulator.to_host`), its work (:meth:`Simulator.work`, with the fusion cover
+of :mod:`partitiontuner.fusion`). The environment's incremental costs
+(:class:`~partitiontuner.env.state.ScheduleState`), its lookahead table, plan repair's
+merge costs and the oracle's integer tables are views that call these (the oracle
+runs the same cover dynamic program on integers); tests check each equals
+:meth:`Simulator.run`.
 """
 
 from __future__ import annotations
