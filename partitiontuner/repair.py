@@ -97,7 +97,7 @@ def repair(problem: Problem, parts: Sequence[tuple[Sequence[int], int]], simulat
     if c.max_partitions is None and k <= 1:
         return out
     try:
-        return _Merger(problem, sim, _coarsen(problem, out)).run()
+        return Merger(problem, sim, _coarsen(problem, out)).run()
     except _Stuck as first:
         assign = [0] * problem.num_ops
         for ops, p in out:
@@ -110,7 +110,7 @@ def repair(problem: Problem, parts: Sequence[tuple[Sequence[int], int]], simulat
             restarts.append(lambda: [([v], few[v]) for v in range(problem.num_ops)])
         for start in restarts:
             try:
-                return _Merger(problem, sim, start()).run()
+                return Merger(problem, sim, start()).run()
             except (_Stuck, InfeasiblePlanError):
                 pass
         whole = _single_partition(problem, sim)
@@ -311,8 +311,12 @@ class _Stuck(Exception):
         self.small_ops, self.neighbour_ops = small_ops or [], neighbour_ops or []
 
 
-class _Merger:
-    """Greedy pairwise merging of partitions in sequence (see module docstring)."""
+class Merger:
+    """Greedy pairwise merging of partitions in sequence (see module docstring).
+
+    Public so the tests can check its incremental merge costs against
+    :meth:`Simulator.work`: it is a view of the cost model, not a second one.
+    """
 
     def __init__(self, problem: Problem, sim: Simulator, parts: Parts):
         self.problem, self.sim = problem, sim

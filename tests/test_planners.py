@@ -333,7 +333,7 @@ def test_partitiontuner_is_never_worse_than_the_paper_baselines(seed):
 @given(seed=st.integers(0, 10_000))
 def test_repair_merge_costs_track_the_simulators_fused_work(seed):
     """The merger updates fusion savings incrementally; they must equal Simulator.work."""
-    from partitiontuner.repair import _Merger
+    from partitiontuner.repair import Merger
 
     rng = np.random.default_rng(seed)
     g = synthetic.random_graph(rng, int(rng.integers(4, 20)), max_fan_in=int(rng.integers(1, 3)))  # fan-in 1: long chains
@@ -341,7 +341,7 @@ def test_repair_merge_costs_track_the_simulators_fused_work(seed):
     p = Problem(g, pl, synthetic.random_profiles(rng, g, pl, unsupported=0.2))
     sim = Simulator(p)
     parts = order_partitions(p.graph, [([v], int(rng.choice(np.flatnonzero(p.allowed[v])))) for v in range(p.num_ops)])
-    m = _Merger(p, sim, parts)
+    m = Merger(p, sim, parts)
     for _ in range(p.num_ops):
         pairs = sorted(m.pairs([]))
         rng.shuffle(pairs)
