@@ -309,7 +309,7 @@ class ScheduleState:
     def _arrival(self, v: int, p: int, skip: int) -> float:
         """Latest arrival on ``p`` of ``v``'s inputs that come from outside partition ``skip``
         (:meth:`Simulator.arrival` on the partitions so far)."""
-        return self.sim.arrival(v, p, self.owner, self.part_pu, self.part_end, skip)
+        return self.sim.arrival_fast(v, p, self.owner, self.part_pu, self.part_end, skip)
 
     def _contrib(self, end: float, p: int, out_bytes: float) -> float:
         return self.sim.to_host(end, p, out_bytes)

@@ -28,7 +28,7 @@ runs the same cover dynamic program on integers); tests check each equals
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from partitiontuner.plan import Plan, validate_plan
@@ -121,6 +121,7 @@ class Simulator:
             out_bytes[v] = max(out_bytes[v], t.size_bytes)
         self.output_bytes = out_bytes
         self.fusion = problem.fusion
+        self.arrival_fast = self._compile_arrival()
 
     def transfer(self, src: int, dst: int, size_bytes: float) -> float:
         if src == dst:
@@ -153,21 +154,32 @@ class Simulator:
             part_end: end time of each partition.
             skip: the partition whose own tensors do not count (``-1``: none).
         """
-        lat, upb = self.lat, self.upb
-        a = 0.0
-        for u, b in self.in_edges[v]:
-            j = owner[u]
-            if j != skip:
-                q = part_pu[j]
-                t = part_end[j] if q == p else part_end[j] + lat[q][p] + b * upb[q][p]
+        return self.arrival_fast(v, p, owner, part_pu, part_end, skip)
+
+    def _compile_arrival(self) -> Callable[[int, int, Sequence[int], Sequence[int], Sequence[float], int], float]:
+        """:meth:`arrival` with the tables bound as closure variables, kept as
+        :attr:`arrival_fast` (the same rule, not a second one): it runs once per op of
+        every simulated plan and several times per environment step, so attribute
+        lookups would be most of its cost."""
+        lat, upb, host = self.lat, self.upb, self.host
+        in_edges, reads_input, input_bytes = self.in_edges, self.reads_input, self.input_bytes
+
+        def arrival(v: int, p: int, owner: Sequence[int], part_pu: Sequence[int], part_end: Sequence[float], skip: int) -> float:
+            a = 0.0
+            for u, b in in_edges[v]:
+                j = owner[u]
+                if j != skip:
+                    q = part_pu[j]
+                    t = part_end[j] if q == p else part_end[j] + lat[q][p] + b * upb[q][p]
+                    if t > a:
+                        a = t
+            if reads_input[v] and p != host:
+                t = lat[host][p] + input_bytes[v] * upb[host][p]
                 if t > a:
                     a = t
-        if self.reads_input[v] and p != self.host:
-            host = self.host
-            t = lat[host][p] + self.input_bytes[v] * upb[host][p]
-            if t > a:
-                a = t
-        return a
+            return a
+
+        return arrival
 
     def finish(self, start_us: float, work_us: float, p: int) -> float:
         """End of a partition on ``p`` that starts at ``start_us`` with ``work_us`` of work:
@@ -191,7 +203,7 @@ class Simulator:
         start = [0.0] * n
         end = [0.0] * n
         free = [0.0] * self.num_pus
-        host, out_bytes, arrival = self.host, self.output_bytes, self.arrival
+        host, out_bytes, arrival = self.host, self.output_bytes, self.arrival_fast
         makespan = 0.0
         for i in range(n):
             ops = parts[i]
@@ -208,9 +220,14 @@ class Simulator:
             if e > makespan:
                 makespan = e
             if p != host:
-                e = self.to_host(e, p, max(out_bytes[v] for v in ops))
-                if e > makespan:
-                    makespan = e
+                largest = -1
+                for v in ops:
+                    if out_bytes[v] > largest:
+                        largest = out_bytes[v]
+                if largest >= 0:
+                    e = self.to_host(e, p, largest)
+                    if e > makespan:
+                        makespan = e
         return makespan, start, end
 
     def makespan(self, parts: Sequence[Sequence[int]], pus: Sequence[int]) -> float:
