@@ -79,7 +79,6 @@ would be separated from the code that makes them.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Sequence
@@ -458,12 +457,13 @@ class _Window:
         self.g = sim.problem.graph
         self.region, self.head, self.tail = region, head, tail
         self.gap = region.gap
-        self.sim = copy.copy(sim)
+        self.sim = sim
         if head is not None:
-            self.sim.in_edges = list(sim.in_edges)
+            in_edges = list(sim.in_edges)
             inside = set(head[0])
             for v in head[0]:
-                self.sim.in_edges[v] = [(u, b) for u, b in sim.in_edges[v] if u in inside]
+                in_edges[v] = [(u, b) for u, b in sim.in_edges[v] if u in inside]
+            self.sim = sim.with_in_edges(in_edges)
         self.size = len(self.gap) + len(head[0] if head else ()) + len(tail[0] if tail else ()) + 1
 
     def makespan(self, pl: Placement, rule: JoinRule, critical_path: bool, parts: Parts | None = None) -> float:

@@ -27,6 +27,7 @@ runs the same cover dynamic program on integers); tests check each equals
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -155,6 +156,14 @@ class Simulator:
             skip: the partition whose own tensors do not count (``-1``: none).
         """
         return self.arrival_fast(v, p, owner, part_pu, part_end, skip)
+
+    def with_in_edges(self, in_edges: list[list[tuple[int, int]]]) -> Simulator:
+        """A copy that sees only these input edges (``(producer, bytes)`` per op): a
+        window of the graph, as the paper's scheduler scores one block alone."""
+        other = copy.copy(self)
+        other.in_edges = in_edges
+        other.arrival_fast = other._compile_arrival()
+        return other
 
     def _compile_arrival(self) -> Callable[[int, int, Sequence[int], Sequence[int], Sequence[float], int], float]:
         """:meth:`arrival` with the tables bound as closure variables, kept as
