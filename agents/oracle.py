@@ -85,6 +85,11 @@ leftover time; a block with no time left gets a quick fallback solution, so a pl
 always comes back). A block that was not proven contributes its best bound to the
 lower bound; ``proven_optimal`` holds when the dynamic program over lower bounds
 meets its value.
+
+Why one file of ~660 lines: the decomposition, the dynamic program joining the block
+optima, the time-budgeted block solves and the whole-graph model for global
+constraints are one exactness argument (above); the per-block model, the larger half,
+already lives in :mod:`partitiontuner.agents.oracle_model`.
 """
 
 from __future__ import annotations
@@ -590,11 +595,11 @@ class OraclePlanner(Planner):
 
     def _incumbents(self, problem: Problem, relaxed: list[tuple[list[int], int]], sim: Simulator) -> list[tuple[list[tuple[list[int], int]], float]]:
         """Quick plans that satisfy the constraints, best first: the relaxed optimum
-        repaired by :mod:`partitiontuner.agents.repair` (if that module is there) and
+        repaired by :mod:`partitiontuner.repair` (if that module is there) and
         one partition on one PU."""
         options = []
         try:
-            from partitiontuner.agents.repair import repair
+            from partitiontuner.repair import repair
 
             options.append([(list(ops), int(p)) for ops, p in repair(problem, relaxed, sim)])
         except (ImportError, InfeasiblePlanError):

@@ -31,7 +31,7 @@ from partitiontuner.env.features import (
     pu_features,
 )
 from partitiontuner.env.observation import flat_mask
-from partitiontuner.env.scheduling_env import finish_plan
+from partitiontuner.env.scheduling_env import plan_from_state
 from partitiontuner.env.state import ScheduleState
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
 from partitiontuner.plan import Plan
@@ -200,7 +200,7 @@ def rollout(policy, ctx: ProblemContext, episodes: int, generator: torch.Generat
         for st, a in zip(states, actions.tolist(), strict=True):
             q, join = divmod(int(a), 2)
             st.apply(q, bool(join))
-    plans = [finish_plan(ctx, st, "rl") for st in states]
+    plans = [plan_from_state(ctx, st, "rl") for st in states]
     if not record:
         return plans, None
     makespans = torch.tensor([ctx.sim.plan_makespan(plan) for plan in plans], dtype=torch.float64)

@@ -26,7 +26,7 @@ from .features import (
     ProblemContext,
 )
 from .observation import graphs_to_batch, obs_to_data, observation_space
-from .scheduling_env import PartitionTunerEnv, finish_plan, load_env_problem
+from .scheduling_env import PartitionTunerEnv, load_env_problem, plan_from_state
 from .state import ScheduleState, visit_order
 
 ENV_ID = "PartitionTuner-v0"
@@ -36,6 +36,6 @@ if ENV_ID not in gym.registry:
 
 __all__ = [
     "ACTION", "EDGE", "ENV_ID", "GLOBAL", "MAX_PUS", "NODE_DYNAMIC", "NODE_STATIC", "PU", "SCHEMA_VERSION",
-    "PartitionTunerEnv", "ProblemContext", "ScheduleState", "finish_plan", "graphs_to_batch", "load_env_problem",
+    "PartitionTunerEnv", "ProblemContext", "ScheduleState", "plan_from_state", "graphs_to_batch", "load_env_problem",
     "obs_to_data", "observation_space", "visit_order",
 ]

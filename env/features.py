@@ -340,7 +340,7 @@ class ProblemContext:
         v = state.current
         i = int(self.position[v])
         run_sum, run_save = self.dp_table
-        new = run_sum[p, i] - run_save[p, i] + self.sim.overhead[p]
+        new = self.sim.finish(0.0, run_sum[p, i] - run_save[p, i], p)
         k = state.open[p]
         if k < 0:
             return new, math.inf

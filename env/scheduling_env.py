@@ -14,6 +14,7 @@ from partitiontuner.constraints import Constraints
 from partitiontuner.errors import ConfigError, PartitionTunerError
 from partitiontuner.plan import Plan, from_orders
 from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan, needs_repair
 
 from .features import MAX_PUS, ProblemContext
 from .observation import ObservationBuilder, flat_mask, observation_space
@@ -32,18 +33,15 @@ def load_env_problem(model: str = "squeezenet", platform: str = "cpu-npu", profi
                                     constraints=constraints or Constraints(), progress=False))
 
 
-def finish_plan(ctx: ProblemContext, state: ScheduleState, method: str = "rl", info: dict[str, Any] | None = None) -> Plan:
+def plan_from_state(ctx: ProblemContext, state: ScheduleState, method: str = "rl", info: dict[str, Any] | None = None) -> Plan:
     """The plan of a finished episode: per-PU orders = creation order, sequenced by
     :func:`~partitiontuner.plan.from_orders`. Global constraints the masks cannot
     guarantee (``max_partitions``, ``min_partition_ops``, memory) are then enforced by
-    :func:`partitiontuner.agents.repair.repair` (which raises
+    :func:`partitiontuner.repair.repair` (which raises
     :class:`~partitiontuner.errors.InfeasiblePlanError` naming one it cannot meet)."""
     pr = ctx.problem
-    from partitiontuner.agents.repair import finish_plan as repaired_plan
-    from partitiontuner.agents.repair import needs_repair
-
     if needs_repair(pr):
-        return repaired_plan(pr, state.partitions(), method, info, ctx.sim)
+        return finish_plan(pr, state.partitions(), method, info, ctx.sim)
     names = pr.pus
     parts = [(sorted(ops), names[p]) for ops, p in zip(state.parts, state.part_pu, strict=True)]
     orders = {names[p]: ks for p, ks in state.per_pu_orders().items()}
@@ -55,10 +53,13 @@ class PartitionTunerEnv(gym.Env):
 
     ## Description
 
-    An episode schedules one problem (graph + platform + profiles + constraints). The
-    ops are visited in a fixed topological order that follows chains, critical path
-    first (:func:`partitiontuner.env.state.visit_order`); each step decides the current
-    op. Each PU runs its partitions in the order they were created; the final plan is
+    An episode schedules one problem (graph + platform + profiles + constraints). Each
+    step decides the current op; the environment then picks the next one among the
+    ready ops (:meth:`partitiontuner.env.state.ScheduleState.next_op`): a ready successor
+    that could start as soon as the current op's partition ends, else the ready op that
+    could start earliest (ties broken by the critical-path-first reference order of
+    :func:`partitiontuner.env.state.visit_order`). The order therefore depends on the
+    placements so far, and is also each PU's run order. Each PU runs its partitions in the order they were created; the final plan is
     sequenced by :func:`partitiontuner.plan.from_orders`. With several problems
     (``problems=``), each reset draws one with ``np_random``.
 
@@ -253,7 +254,7 @@ class PartitionTunerEnv(gym.Env):
         terminated = self.state.done
         info: dict[str, Any]
         if terminated:
-            plan = finish_plan(self.ctx, self.state, "rl")
+            plan = plan_from_state(self.ctx, self.state, "rl")
             makespan = self.ctx.sim.plan_makespan(plan)
             gain = (ref - makespan) / ref
             reward = gain - self._return if self.reward_mode == "shaped" else gain

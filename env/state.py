@@ -34,6 +34,10 @@ the link; outputs must reach the host), evaluated incrementally from the simulat
 own compiled tables (``work``, ``transfer``, edges). The tests check, after every step
 of random episodes, that :attr:`ScheduleState.makespan` equals ``Simulator.run`` on the
 partial plan, and the environment's final reward is computed by the simulator itself.
+
+Why one file of ~520 lines: :meth:`ScheduleState.apply`, :meth:`~ScheduleState.undo`,
+the masks and the incremental costs read and write the same per-partition lists, and
+every field that ``apply`` changes ``undo`` must restore; they change together.
 """
 
 from __future__ import annotations
@@ -44,6 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from partitiontuner.fusion import cover_step
 from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator
 
@@ -302,29 +307,12 @@ class ScheduleState:
 
     # --- costs of a candidate action ------------------------------------------------------------
     def _arrival(self, v: int, p: int, skip: int) -> float:
-        """Latest arrival on ``p`` of ``v``'s inputs that come from outside partition ``skip``."""
-        sim = self.sim
-        owner, part_pu, part_end = self.owner, self.part_pu, self.part_end
-        lat, upb = sim.lat, sim.upb
-        a = 0.0
-        for u, b in sim.in_edges[v]:
-            j = owner[u]
-            if j != skip:
-                q = part_pu[j]
-                t = part_end[j] if q == p else part_end[j] + lat[q][p] + b * upb[q][p]
-                if t > a:
-                    a = t
-        if sim.reads_input[v] and p != sim.host:
-            t = lat[sim.host][p] + sim.input_bytes[v] * upb[sim.host][p]
-            if t > a:
-                a = t
-        return a
+        """Latest arrival on ``p`` of ``v``'s inputs that come from outside partition ``skip``
+        (:meth:`Simulator.arrival` on the partitions so far)."""
+        return self.sim.arrival_fast(v, p, self.owner, self.part_pu, self.part_end, skip)
 
     def _contrib(self, end: float, p: int, out_bytes: float) -> float:
-        sim = self.sim
-        if out_bytes >= 0 and p != sim.host:
-            return max(end, end + sim.lat[p][sim.host] + out_bytes * sim.upb[p][sim.host])
-        return end
+        return self.sim.to_host(end, p, out_bytes)
 
     def _others_makespan(self, skip: int) -> float:
         m = self.closed_makespan
@@ -336,24 +324,15 @@ class ScheduleState:
     def _fusion_gain(self, k: int, v: int, p: int) -> float:
         """How much more the best fused-group cover of partition ``k`` saves on ``p``
         with ``v`` added (:class:`partitiontuner.fusion.FusionTable`'s dynamic program
-        along ``v``'s chain, extended by one position: ops of a chain join in chain order)."""
+        along ``v``'s chain, extended by one position with :func:`~partitiontuner.fusion.cover_step`:
+        ops of a chain join in chain order)."""
         c = self._chain_of[v]
         entry = self.part_chains[k].get(c)
         if entry is None or c < 0:
             return 0.0
         positions, best = entry
-        pos = self._chain_pos[v]
         m = len(positions)
-        b = best[m]
-        savings = self._savings
-        for length in range(2, self._max_len + 1):
-            j = m + 1 - length
-            if j < 0 or positions[j] != pos - length + 1:
-                break
-            sv = savings.get((c, positions[j], length))
-            if sv is not None and best[j] + sv[p] > b:
-                b = best[j] + sv[p]
-        return b - best[m]
+        return cover_step(self._savings, self._max_len, c, positions, best, m + 1, self._chain_pos[v], p) - best[m]
 
     def evaluate(self, p: int, join: bool) -> Candidate:
         """What placing the current op on ``p`` (joining or not) would do. Pure."""
@@ -367,7 +346,7 @@ class ScheduleState:
             start = max(self.part_prev_free[k], arr)
             gain = self._fusion_gain(k, v, p)
             work = self.part_work[k] + t_v - gain
-            end = start + work + sim.overhead[p]
+            end = sim.finish(start, work, p)
             contrib = self._contrib(end, p, max(self.part_out[k], out_v))
             makespan = max(self._others_makespan(k), contrib)
             return Candidate(start, end, makespan, arr, work - self.part_work[k], start - self.part_start[k], gain)
@@ -375,7 +354,7 @@ class ScheduleState:
         free = self.part_end[k] if k >= 0 else 0.0
         arr = self._arrival(v, p, -1)
         start = max(free, arr)
-        end = start + t_v + sim.overhead[p]
+        end = sim.finish(start, t_v, p)
         contrib = self._contrib(end, p, out_v)
         makespan = max(self.makespan, contrib)
         return Candidate(start, end, makespan, arr, t_v + sim.overhead[p], start - free, 0.0)
@@ -415,7 +394,7 @@ class ScheduleState:
             self.part_work[k] = work
             start = max(self.part_prev_free[k], arr)
             self.part_start[k] = start
-            self.part_end[k] = start + work + sim.overhead[p]
+            self.part_end[k] = sim.finish(start, work, p)
             self.part_out[k] = max(self.part_out[k], out_v)
             self.part_contrib[k] = self._contrib(self.part_end[k], p, self.part_out[k])
             record: tuple = ("join", p, k, old)
@@ -439,7 +418,7 @@ class ScheduleState:
             self.part_sum.append(t_v)
             self.part_work.append(t_v)
             self.part_start.append(start)
-            self.part_end.append(start + t_v + sim.overhead[p])
+            self.part_end.append(sim.finish(start, t_v, p))
             self.part_out.append(out_v)
             self.part_contrib.append(self._contrib(self.part_end[k], p, out_v))
             self.part_has_consumer.append(False)

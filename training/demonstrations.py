@@ -128,12 +128,12 @@ def replay_actions(ctx: ProblemContext, plan: Plan) -> list[int]:
 
 def rollout_makespan(ctx: ProblemContext, actions: Sequence[int]) -> float:
     """Makespan of an action sequence (by the simulator, on the finished plan)."""
-    from partitiontuner.env.scheduling_env import finish_plan
+    from partitiontuner.env.scheduling_env import plan_from_state
 
     st = ScheduleState(ctx.problem, ctx.order, ctx.sim)
     for a in actions:
         st.apply(a // 2, bool(a % 2))
-    return ctx.sim.plan_makespan(finish_plan(ctx, st))
+    return ctx.sim.plan_makespan(plan_from_state(ctx, st))
 
 
 def oracle_plan(problem: Problem, time_limit_s: float) -> Plan | None:
