@@ -16,7 +16,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitiontuner.errors import GraphLoadError
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 
 
 @dataclass(frozen=True)

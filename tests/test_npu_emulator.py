@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from partitiontuner.errors import ProfileError
-from partitiontuner.graph import OpGraph, OpNode, load_graph
+from partitiontuner.graph import OpGraph, OpNode
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import NpuConfig, load_platform
 from partitiontuner.profiling.npu_emulator import (
     NpuCost,

@@ -20,7 +20,8 @@ from onnx import TensorProto, helper, numpy_helper
 from partitiontuner.branches import chain_groups
 from partitiontuner.cli import main
 from partitiontuner.errors import ProfileError
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import Platform, load_platform, platform_from_dict, preset_names
 from partitiontuner.profiling.build import build_profiles
 from partitiontuner.profiling.cache import ProfileCache, host_fingerprint, unit_signature

@@ -37,7 +37,8 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitiontuner.branches import chain_groups
-from partitiontuner.graph import OpGraph, OpNode, load_graph
+from partitiontuner.graph import OpGraph, OpNode
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import Platform, load_platform, platform_from_dict
 from partitiontuner.problem import Problem
 from partitiontuner.profiling.build import CpuTable, assemble_profiles
