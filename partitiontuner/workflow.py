@@ -52,6 +52,7 @@ def load_problem(spec: ProblemSpec) -> Problem:
     platform = load_platform(spec.platform)
     if spec.threads is not None:
         platform = platform.with_cpu_threads(spec.threads)
+    spec.constraints.check(graph, platform)  # a typo in a pattern fails before profiling
     profiles = get_profiles(graph, platform, spec)
     return Problem(graph, platform, profiles, spec.constraints)
 
