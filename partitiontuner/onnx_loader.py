@@ -23,6 +23,7 @@ from onnx import TensorProto, helper, numpy_helper
 from partitiontuner.errors import GraphLoadError
 from partitiontuner.flops import op_flops
 from partitiontuner.graph import ConstTensor, Edge, OpGraph, OpNode, Shape, TensorInfo
+from partitiontuner.safe_io import MAX_MODEL_BYTES, check_regular_file
 
 #: constants up to this many elements are materialised during loading (shape tensors,
 #: per-channel parameters); larger ones only when the ONNX model is rebuilt
@@ -68,10 +69,7 @@ def load_graph(
 
 
 def _read_model(path: Path) -> onnx.ModelProto:
-    if not path.exists():
-        raise GraphLoadError(f"model file not found: {path}")
-    if path.is_dir():
-        raise GraphLoadError(f"model path is a directory, not an ONNX file: {path}")
+    check_regular_file(path, what="model file", error=GraphLoadError, max_bytes=MAX_MODEL_BYTES)
     try:
         model = onnx.load(str(path))
     except Exception as exc:  # protobuf raises DecodeError, or worse, on garbage
@@ -100,6 +98,7 @@ class _Loader:
 
     def run(self) -> OpGraph:
         g = self.model.graph
+        _check_names(self.model)
         self._collect_initializers()
         graph_outputs = {o.name for o in g.output}
         declared = {vi.name for vi in g.input}
@@ -134,8 +133,8 @@ class _Loader:
     # constants -----------------------------------------------------------------------
     def _collect_initializers(self) -> None:
         for init in self.model.graph.initializer:
-            shape = tuple(int(d) for d in init.dims)
-            self.consts[init.name] = ConstTensor(init.name, shape, init.data_type, _lazy(lambda t=init: numpy_helper.to_array(t)))
+            shape = _check_initializer(init)
+            self.consts[init.name] = ConstTensor(init.name, shape, init.data_type, _lazy(lambda t=init: _initializer_array(t)))
         for init in self.model.graph.sparse_initializer:
             raise GraphLoadError(f"sparse initializer {init.values.name!r} is not supported")
 
@@ -205,7 +204,7 @@ class _Loader:
             fill = np.zeros(1, dtype=np.float32)
             for a in node.attribute:
                 if a.name == "value":
-                    fill = numpy_helper.to_array(a.t).reshape(-1)
+                    fill = _tensor_value(a.t).reshape(-1)
             out = node.output[0]
             dtype = helper.np_dtype_to_tensor_dtype(fill.dtype)
             if self.synth and len(shape) >= 2 and fill.dtype.kind == "f":
@@ -440,6 +439,74 @@ class _Loader:
 # helpers
 
 
+def _check_names(model: onnx.ModelProto) -> None:
+    """Every name and op type must be text: protobuf hands invalid UTF-8 back as bytes,
+    which the ONNX checker and schema lookups reject with a TypeError."""
+    g = model.graph
+    texts: list[tuple[str, Any]] = [("graph name", g.name)]
+    texts += [("opset domain", imp.domain) for imp in model.opset_import]
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        texts.append(("tensor name", vi.name))
+    for init in g.initializer:
+        texts.append(("initializer name", init.name))
+    for node in g.node:
+        texts += [("node name", node.name), ("op type", node.op_type), ("op domain", node.domain)]
+        texts += [("tensor name", t) for t in list(node.input) + list(node.output)]
+        texts += [("attribute name", a.name) for a in node.attribute]
+    for what, text in texts:
+        if not isinstance(text, str):
+            raise GraphLoadError(f"the model has a {what} that is not UTF-8 text: {text!r:.80}")
+
+
+def _check_initializer(t: TensorProto) -> Shape:
+    """Shape of a constant tensor, after checking (without building it) that its element
+    type is a numeric one and its stored data has as many elements as its shape says."""
+    shape = tuple(int(d) for d in t.dims)
+    if any(d < 0 for d in shape):
+        raise GraphLoadError(f"constant {t.name!r} has a negative dimension: {list(shape)}")
+    if t.data_type in (TensorProto.UNDEFINED, TensorProto.STRING) or t.data_type not in TensorProto.DataType.values():
+        raise GraphLoadError(f"constant {t.name!r} has element type {t.data_type}, which is not a numeric ONNX type")
+    if t.data_location == TensorProto.EXTERNAL:
+        return shape  # stored outside the file: onnx.load has already read it, or reports it
+    try:
+        itemsize = np.dtype(helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+    except Exception:
+        raise GraphLoadError(f"constant {t.name!r} has element type {t.data_type}, which is not supported") from None
+    numel = math.prod(shape)
+    if t.HasField("raw_data"):
+        stored, expected = len(t.raw_data), numel * itemsize
+        if t.data_type in (TensorProto.INT4, TensorProto.UINT4):
+            expected = (numel + 1) // 2
+    else:
+        field = helper.tensor_dtype_to_field(t.data_type)
+        stored, expected = len(getattr(t, field)), numel
+        if t.data_type in (TensorProto.COMPLEX64, TensorProto.COMPLEX128):
+            expected = 2 * numel
+    if stored != expected and not (numel == 0 and stored == 0):
+        raise GraphLoadError(f"constant {t.name!r} of shape {list(shape)} stores {stored} values/bytes, expected {expected} (corrupt file?)")
+    return shape
+
+
+def _initializer_array(t: TensorProto) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(t)
+    except Exception as exc:  # a corrupt tensor: numpy or onnx raise ValueError, TypeError, ...
+        raise GraphLoadError(f"constant {t.name!r} cannot be read: {type(exc).__name__}: {str(exc)[:200]}") from None
+
+
+def _tensor_value(t: TensorProto) -> np.ndarray:
+    """A tensor stored in an attribute (a Constant's value, a fill), checked then read."""
+    _check_initializer(t)
+    return _initializer_array(t)
+
+
+def _decode(raw: bytes, what: str) -> str:
+    try:
+        return raw.decode()
+    except UnicodeDecodeError:
+        raise GraphLoadError(f"{what} is not UTF-8 text: {raw!r:.80}") from None
+
+
 def _static_shapes(inferred: onnx.ModelProto) -> dict[str, tuple[Shape, int]]:
     """Tensor name -> (shape, elem type) for every fully static tensor that inference found."""
     out = {}
@@ -489,7 +556,7 @@ def _const_bytes(c: ConstTensor) -> int:
 
 def _constant_attr_value(attr: onnx.AttributeProto) -> np.ndarray:
     if attr.name == "value":
-        return numpy_helper.to_array(attr.t)
+        return _tensor_value(attr.t)
     if attr.name in ("value_float", "value_floats"):
         return np.asarray(helper.get_attribute_value(attr), dtype=np.float32)
     if attr.name in ("value_int", "value_ints"):
@@ -571,16 +638,24 @@ def _unique_names(nodes: list[onnx.NodeProto]) -> list[str]:
 
 
 def _attr_value(a: onnx.AttributeProto) -> Any:
-    v = helper.get_attribute_value(a)
+    try:
+        v = helper.get_attribute_value(a)
+    except Exception as exc:  # onnx raises ValueError or worse for an unknown attribute type
+        raise GraphLoadError(f"attribute {a.name!r} cannot be read: {exc}") from None
     if isinstance(v, bytes):
-        return v.decode()
+        return _decode(v, f"attribute {a.name!r}")
     if isinstance(v, TensorProto):
-        return numpy_helper.to_array(v).tolist()
-    if isinstance(v, list):
-        return tuple(x.decode() if isinstance(x, bytes) else x for x in v)
+        return _tensor_value(v).tolist()
     if isinstance(v, (onnx.GraphProto,)):
         raise GraphLoadError(f"ops with subgraphs ({a.name}) are not supported")
-    return v
+    if isinstance(v, list):
+        v = tuple(_decode(x, f"attribute {a.name!r}") if isinstance(x, bytes) else x for x in v)
+        if all(isinstance(x, (int, float, str)) for x in v):
+            return v
+    elif isinstance(v, (int, float, str)):
+        return v
+    kind = onnx.AttributeProto.AttributeType.Name(a.type) if a.type in onnx.AttributeProto.AttributeType.values() else a.type
+    raise GraphLoadError(f"attribute {a.name!r} of type {kind} is not supported")
 
 
 def _named(node: onnx.NodeProto, name: str) -> onnx.NodeProto:

@@ -17,6 +17,7 @@ from onnx import TensorProto, helper
 
 from partitiontuner.errors import GraphLoadError
 from partitiontuner.graph import OpGraph
+from partitiontuner.memory_guard import check_tensors_fit
 from partitiontuner.onnx_loader import load_graph
 
 
@@ -179,6 +180,7 @@ def load_model(
 
 def random_input(graph: OpGraph, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random feeds for every graph input."""
+    check_tensors_fit(graph, [t.name for t in graph.inputs], "as a model input", error=GraphLoadError)
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in graph.inputs:
