@@ -282,7 +282,7 @@ def plan_from_dict(problem: Problem, data: Any, where: str = "plan") -> Plan:
             )
         parts = []
         for k, raw in enumerate(data["partitions"]):
-            if raw.get("id", k) != k:
+            if type(raw.get("id", k)) is not int or raw.get("id", k) != k:
                 raise InfeasiblePlanError(f"{where}: partition ids must be 0, 1, 2, ... in order (found {raw.get('id')!r} at position {k})")
             ops = []
             if not isinstance(raw["ops"], list):
