@@ -8,17 +8,17 @@ the host PU (the first CPU unless ``host`` says otherwise).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-import yaml
-
 from partitiontuner.errors import ConfigError
 from partitiontuner.graph import OpNode
+from partitiontuner.safe_io import parse_yaml, read_text
 
 KINDS = ("cpu", "npu")
 
@@ -169,19 +169,11 @@ def load_platform(spec: str | Path = "cpu-npu") -> Platform:
         text = (resources.files("partitiontuner") / "presets" / f"{spec}.yaml").read_text()
         source = f"preset:{spec}"
     elif spec.endswith((".yaml", ".yml")) or Path(spec).exists():
-        path = Path(spec)
-        if not path.is_file():
-            raise ConfigError(f"platform file not found: {spec}")
-        text = path.read_text()
-        source = str(path)
+        text = read_text(spec, what="platform file")
+        source = spec
     else:
         raise ConfigError(f"unknown platform {spec!r}: not a preset ({', '.join(preset_names())}) nor a YAML file")
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        where = getattr(exc, "problem_mark", None)
-        line = f" at line {where.line + 1}" if where is not None else ""
-        raise ConfigError(f"platform {spec}: malformed YAML{line}") from None
+    data = parse_yaml(text, where=f"platform {spec}")
     return platform_from_dict(data, source=source)
 
 
@@ -226,6 +218,8 @@ def platform_from_dict(data: Any, source: str = "") -> Platform:
                     raise ConfigError(f"{lw}: unknown PU {end!r} (PUs: {', '.join(names)})")
             if a == b:
                 raise ConfigError(f"{lw}: a link needs two different PUs, got {a!r} twice")
+            if (a, b) in links:
+                raise ConfigError(f"{lw}: a second link from {a!r} to {b!r} (each pair of PUs takes one link)")
             links[(a, b)] = Link(a, b, lat, bw)
     for a in names:
         for b in names:
@@ -245,13 +239,11 @@ def _device(raw: Any, where: str) -> Device:
     if kind not in KINDS:
         raise ConfigError(f"{where}: kind must be one of {', '.join(KINDS)}, got {kind!r}")
     threads = raw.get("threads", 1)
-    if not isinstance(threads, int) or threads < 1:
+    if type(threads) is not int or threads < 1:
         raise ConfigError(f"{where}: threads must be a positive integer")
     speed = _num(raw, "speed_factor", where, default=1.0, minimum=0.0, strict=True)
     overhead = _num(raw, "dispatch_overhead_us", where, minimum=0.0)
-    mem = raw.get("memory_mib")
-    if mem is not None and (not isinstance(mem, (int, float)) or mem <= 0):
-        raise ConfigError(f"{where}: memory_mib must be a positive number")
+    mem = _num(raw, "memory_mib", where, minimum=0.0, strict=True) if raw.get("memory_mib") is not None else None
     supports = raw.get("supports", "all" if kind == "cpu" else None)
     if supports is None:
         raise ConfigError(f"{where}: an NPU must list the op types it 'supports'")
@@ -262,7 +254,7 @@ def _device(raw: Any, where: str) -> Device:
     else:
         raise ConfigError(f"{where}: 'supports' must be 'all' or a list of op types")
     groups = raw.get("max_conv_groups")
-    if groups is not None and (not isinstance(groups, int) or groups < 1):
+    if groups is not None and (type(groups) is not int or groups < 1):
         raise ConfigError(f"{where}: max_conv_groups must be a positive integer")
     npu = None
     if kind == "npu":
@@ -271,12 +263,7 @@ def _device(raw: Any, where: str) -> Device:
             raise ConfigError(f"{where}: an NPU needs an 'npu' section with its array size, clock and bandwidth")
         fields = set(NpuConfig.__dataclass_fields__)
         _only(cfg, fields, f"{where}: npu")
-        for key in ("rows", "cols"):
-            if not isinstance(cfg.get(key), int) or cfg[key] < 1:
-                raise ConfigError(f"{where}: npu.{key} (MAC array size) must be a positive integer")
-        for key in ("clock_mhz", "dram_bandwidth_gbps"):
-            _num(cfg, key, f"{where}: npu", minimum=0.0, strict=True)
-        npu = NpuConfig(**cfg)
+        npu = _npu_config(cfg, f"{where}: npu")
     elif "npu" in raw:
         raise ConfigError(f"{where}: only an NPU takes an 'npu' section")
     return Device(
@@ -284,6 +271,27 @@ def _device(raw: Any, where: str) -> Device:
         memory_bytes=int(mem * 2**20) if mem is not None else None, supports=sup,
         max_conv_groups=groups, npu=npu,
     )
+
+
+#: NpuConfig fields that count things (integers >= 1); the rest are sizes and rates (> 0)
+_NPU_INTS = ("rows", "cols", "bytes_per_element", "acc_bytes_per_element", "vector_lanes")
+
+
+def _npu_config(cfg: dict, where: str) -> NpuConfig:
+    """Every emulator parameter checked: the emulator divides by each of them."""
+    values: dict[str, Any] = {}
+    for key, f in NpuConfig.__dataclass_fields__.items():
+        if key not in cfg and f.default is not MISSING:
+            continue
+        if key in _NPU_INTS:
+            v = cfg.get(key)
+            if type(v) is not int or v < 1:
+                raise ConfigError(f"{where}: '{key}' must be a positive integer, got {v!r}")
+            values[key] = v
+        else:
+            _num(cfg, key, where, minimum=0.0, strict=True)
+            values[key] = cfg[key]  # as written (500 stays an int in settings and cache keys)
+    return NpuConfig(**values)
 
 
 def _only(d: dict, allowed: set[str], where: str) -> None:
@@ -303,6 +311,8 @@ def _num(d: dict, key: str, where: str, *, default: float | None = None, minimum
     v = d.get(key, default)
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         raise ConfigError(f"{where}: '{key}' must be a number")
+    if not math.isfinite(v):
+        raise ConfigError(f"{where}: '{key}' must be a finite number, got {v}")
     if minimum is not None and (v < minimum or (strict and v == minimum)):
         raise ConfigError(f"{where}: '{key}' must be {'>' if strict else '>='} {minimum}, got {v}")
     return float(v)

@@ -62,6 +62,7 @@ def load_problem(spec: ProblemSpec) -> Problem:
     platform = load_platform(spec.platform)
     if spec.threads is not None:
         platform = platform.with_cpu_threads(spec.threads)
+    spec.constraints.check(graph, platform)  # a typo in a pattern fails before profiling
     profiles = get_profiles(graph, platform, spec)
     platform, calibration = _calibration(platform, spec)
     return Problem(graph, platform, profiles, spec.constraints, calibration=calibration)
@@ -122,15 +123,14 @@ class PlatformChoice:
 def saved_platform(plan_path: str | Path) -> str | None:
     """The ``platform`` a plan file names, or ``None`` if it cannot be read (loading the
     plan later reports why)."""
-    import json
-
-    import yaml
+    from partitiontuner.errors import PartitionTunerError
+    from partitiontuner.safe_io import parse_json, parse_yaml, read_text
 
     p = Path(plan_path)
-    try:
-        text = p.read_text()
-        data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError):
+    parse = parse_yaml if p.suffix in (".yaml", ".yml") else parse_json
+    try:  # a FIFO or /dev/zero must not hang here: safe_io opens regular files only
+        data = parse(read_text(p, what="plan file"), where=str(p))
+    except PartitionTunerError:
         return None
     name = data.get("platform") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None

@@ -26,7 +26,7 @@ from partitiontuner.branches import chain_groups
 from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Device, Platform
 from partitiontuner.profiling.cache import ProfileCache, unit_signature
-from partitiontuner.profiling.cpu_profiler import CpuProfiler, MeasureSettings
+from partitiontuner.profiling.cpu_profiler import CpuProfiler, MeasureSettings, check_unit_fits
 from partitiontuner.profiling.profiles import Profiles
 from partitiontuner.subgraph import partition_io
 
@@ -115,6 +115,8 @@ def measure_cpu(
             found[key] = m
     baseline = math.nan
     if todo:
+        for unit in todo.values():  # refuse before the first measurement, not halfway
+            check_unit_fits(graph, unit)
         profilers = profilers if profilers is not None else {}
         if threads not in profilers:
             profilers[threads] = CpuProfiler(threads, settings)

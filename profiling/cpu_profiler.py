@@ -38,6 +38,7 @@ from onnx import TensorProto, helper
 
 from partitiontuner.errors import ProfileError
 from partitiontuner.graph import OpGraph
+from partitiontuner.memory_guard import check_tensors_fit
 from partitiontuner.subgraph import partition_io, subgraph_model
 
 #: bump when the measurement protocol changes in a way that changes the numbers;
@@ -209,14 +210,15 @@ class CpuProfiler:
         """Time the op set ``ops`` of ``graph`` run as one ONNX Runtime session.
 
         Raises:
-            ProfileError: ORT cannot build or run the extracted subgraph.
+            ProfileError: ORT cannot build or run the extracted subgraph, or its
+                tensors do not fit in this machine's memory.
         """
         order = sorted(set(ops))
         names = [graph.nodes[i].name for i in order]
         what = f"op {names[0]!r}" if len(order) == 1 else f"op group {names}"
         baseline = self.baseline_us
+        ins, outs = check_unit_fits(graph, order)
         model = subgraph_model(graph, order)
-        ins, outs = partition_io(graph, order)
         feeds = random_feeds(graph, ins, self.settings.seed)
         buffers = {t: np.empty(graph.tensors[t].shape, dtype=np.dtype(graph.tensors[t].dtype)) for t in outs}
         sess = self._session(model, what)
@@ -224,6 +226,21 @@ class CpuProfiler:
         median = float(np.median(raw))
         spread = robust_cv(raw)
         return Measurement(max(median - baseline, MIN_LATENCY_US), spread, median, len(raw), baseline)
+
+
+def check_unit_fits(graph: OpGraph, ops: Sequence[int]) -> tuple[list[str], list[str]]:
+    """The unit's input and output tensors, once they are known to fit in memory.
+
+    Raises:
+        ProfileError: its random inputs, outputs and weights exceed the memory available.
+    """
+    order = sorted(set(ops))
+    names = [graph.nodes[i].name for i in order]
+    what = f"op {names[0]!r}" if len(order) == 1 else f"op group {names}"
+    ins, outs = partition_io(graph, order)
+    weight_bytes = sum(graph.nodes[i].weight_bytes for i in order)
+    check_tensors_fit(graph, ins, f"to profile {what}", outputs=outs, extra_bytes=weight_bytes)
+    return list(ins), list(outs)
 
 
 def robust_cv(samples: np.ndarray) -> float:

@@ -38,6 +38,7 @@ from partitiontuner.profiling.build import CpuTable, assemble_profiles, measure_
 from partitiontuner.profiling.cache import ProfileCache
 from partitiontuner.profiling.cpu_profiler import PROTOCOL, CpuProfiler, MeasureSettings
 from partitiontuner.profiling.profiles import Profiles
+from partitiontuner.safe_io import read_text
 
 FORMAT = "partitiontuner-fixture"
 VERSION = 1
@@ -73,7 +74,7 @@ def load_fixture(model: str) -> Fixture:
     if not path.is_file():
         raise ProfileError(f"no fixture profiles for {model!r} ({path}); generate them with: {REGENERATE.format(model=model)}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, what="fixture file", error=ProfileError))
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"not a {FORMAT} v{VERSION} file")
         if data["threads"] != THREADS:

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from collections.abc import Iterable
@@ -49,6 +48,7 @@ from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.ort_trace import CPU_PROVIDER, map_trace, read_trace, select_provider
 from partitiontuner.profiling.profiles import Profiles
+from partitiontuner.safe_io import parse_json, read_text
 
 FILL_SOURCES = ("emulator", "measure")
 CSV_HEADER = ("op", "pu", "latency_us")
@@ -144,18 +144,10 @@ def import_profiles(text: str, graph: OpGraph, platform: Platform, *, fill: str 
 def read_source(src: Source, graph: OpGraph, platform: Platform, got: Imported) -> None:
     """Add one file's numbers to ``got``, dispatching on its content."""
     where = str(src.path)
-    try:
-        text = src.path.read_text()
-    except UnicodeDecodeError:
-        raise ProfileError(f"{where}: not a text file (CSV or JSON expected)") from None
-    except OSError as exc:
-        raise ProfileError(f"{where}: cannot read ({exc.strerror})") from None
+    text = read_text(src.path, what="profile file", error=ProfileError)
     head = text.lstrip()[:1]
     if head in ("[", "{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            raise ProfileError(f"{where}: not valid JSON (truncated or corrupt?)") from None
+        data = parse_json(text, where=where, error=ProfileError)
         if isinstance(data, dict) and "format" in data:  # ours (Profiles.from_dict names a wrong format)
             _no_pu(src, "a profile --export JSON names its PUs")
             read_export(data, graph, platform, got, where)

@@ -32,7 +32,8 @@ from partitiontuner.agents.oracle_model import (
 from partitiontuner.branches import chain_groups
 from partitiontuner.constraints import Constraints, PlacementRule
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.plan import check_plan_constraints, validate_plan
 from partitiontuner.platform import Platform, load_platform, platform_from_dict
 from partitiontuner.problem import Problem

@@ -352,9 +352,9 @@ def test_generated_families_are_valid_problems(family):
     types = {n.op_type for n in g.nodes}
     assert 20 <= g.num_ops <= 120 and np.isfinite(pr.op_time[:, 0]).all()  # the CPU runs everything
     npu = pr.pus.index("npu")
-    if family == "mobile":  # depthwise convolutions, which this NPU (max_conv_groups 1) cannot run
+    if family == "mobile":  # depthwise convolutions, which this NPU runs (at poor array utilisation)
         dw = [n.index for n in g.nodes if n.op_type == "Conv" and int(n.attributes.get("group", 1)) > 1]
-        assert dw and not pr.allowed[dw, npu].any()
+        assert dw and pr.allowed[dw, npu].all() and np.isfinite(pr.op_time[dw, npu]).all()
     if family == "attention":
         assert {"MatMul", "Softmax", "Transpose", "Reshape", "LayerNormalization"} <= types
         assert sum(n.op_type == "MatMul" and not n.weights for n in g.nodes) >= 2  # scores and weighted values
