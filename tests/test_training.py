@@ -294,6 +294,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     csv_path = tmp_path / "int" / "logs" / "progress.csv"
     deadline = time.time() + 240
     while time.time() < deadline and (not csv_path.is_file() or len(csv_path.read_text().splitlines()) < 4):
+        assert proc.poll() is None, proc.communicate()[1]  # died before it could be interrupted
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=120)
