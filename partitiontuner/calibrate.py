@@ -20,9 +20,13 @@ from the runs with the current fit and the fit repeated (three rounds). Each fit
 small non-negative least-squares problem solved exactly by enumerating active sets,
 after dropping outliers beyond three MADs (a preempted run is late, never early).
 
-A per-PU multiplicative slowdown of profiled work (``slowdown``: work inside the
-executor vs alone in the profiler) is fitted beside the launch cost as a diagnostic:
-the simulator has no such term yet, so it is reported, not applied.
+* **work scale per PU** (``work_scale``): ops profiled alone run slower inside a
+  real run (caches and memory bandwidth shared with the other PU's partitions, cold
+  caches after a hand-off). Where a PU's samples span a range of work sizes, its
+  ``work + launch`` samples are fitted jointly as ``scale * work + launch`` (scale
+  kept within [:data:`MIN_SCALE`, :data:`MAX_SCALE`]); otherwise the scale stays 1 and
+  the launch cost absorbs the difference. Without the scale, a fitted launch cost
+  soaks up the slowdown of large partitions and over-charges small ones.
 
 Storage mirrors the profile cache: ``<cache root>/calibration/<host>-<platform>-<sig>.json``
 (host fingerprint id, platform name and a hash of the platform's own numbers), JSON
@@ -102,6 +106,11 @@ class OutputEvent:
     finish_us: float
     inputs: tuple[tuple[str, float, int], ...]
 
+
+#: a fitted work scale is kept within these bounds (a wider one is a bad fit, not a machine)
+MIN_SCALE, MAX_SCALE = 0.5, 4.0
+#: samples a PU needs before its work scale is fitted
+MIN_SCALE_SAMPLES = 6
 
 @dataclass(frozen=True)
 class Params:
@@ -204,8 +213,8 @@ class Calibration:
         launch_us: per PU, the launch cost per partition (replaces ``dispatch_overhead_us``).
         links: per (src, dst), latency and us per byte (replace the link's numbers);
             links with no samples keep the platform's.
-        slowdown: per PU, diagnostic only: measured work / profiled work when launch
-            cost and a multiplicative slowdown are fitted together.
+        work_scale: per PU, measured work / profiled work (replaces the device's
+            ``work_scale``); PUs without enough spread in their samples keep 1.
         launch_samples: per PU, samples behind ``launch_us``.
         error_before, error_after: median |simulated / measured - 1| of the
             microbenchmark plans with the platform's and the fitted parameters.
@@ -216,7 +225,7 @@ class Calibration:
     host: str
     launch_us: Mapping[str, float]
     links: Mapping[tuple[str, str], LinkFit]
-    slowdown: Mapping[str, float] = field(default_factory=dict)
+    work_scale: Mapping[str, float] = field(default_factory=dict)
     launch_samples: Mapping[str, int] = field(default_factory=dict)
     error_before: float | None = None
     error_after: float | None = None
@@ -238,7 +247,7 @@ class Calibration:
             "launch_us": dict(self.launch_us),
             "links": [{"src": a, "dst": b, "latency_us": f.latency_us, "us_per_byte": f.us_per_byte,
                        "samples": f.samples} for (a, b), f in self.links.items()],
-            "slowdown": dict(self.slowdown),
+            "work_scale": dict(self.work_scale),
             "launch_samples": dict(self.launch_samples),
             "error_before": self.error_before, "error_after": self.error_after,
             "plans": self.plans, "seconds": self.seconds, "created": self.created,
@@ -251,7 +260,7 @@ class Calibration:
         cal = cls(
             str(d["platform"]), str(d["platform_signature"]), str(d["host"]),
             {str(k): float(v) for k, v in d["launch_us"].items()}, links,
-            {str(k): float(v) for k, v in d.get("slowdown", {}).items()},
+            {str(k): float(v) for k, v in d.get("work_scale", {}).items()},
             {str(k): int(v) for k, v in d.get("launch_samples", {}).items()},
             d.get("error_before"), d.get("error_after"), int(d.get("plans", 0)), float(d.get("seconds", 0.0)),
             str(d.get("created", "")),
@@ -280,19 +289,21 @@ def fit(events: Sequence[PartitionEvent | OutputEvent], platform: Platform, *, h
     params = base
     launch: dict[str, float] = {}
     links: dict[tuple[str, str], LinkFit] = {}
-    slowdown: dict[str, float] = {}
+    scale: dict[str, float] = {}
     counts: dict[str, int] = {}
     for _ in range(max(1, rounds)):
         by_pu, by_link = samples(events, params)
-        launch, slowdown, counts = {}, {}, {}
+        launch, scale, counts = {}, {}, {}
         for pu, xs in sorted(by_pu.items()):
             w = np.array([x[0] for x in xs])
             m = np.array([x[1] for x in xs])
-            (c,), kept = robust_nnls(np.ones((len(m), 1)), m - w)
-            launch[pu], counts[pu] = float(c), kept
-            if len(m) >= 3 and np.ptp(w) > 0:
+            a = 1.0
+            if len(m) >= MIN_SCALE_SAMPLES and np.ptp(w) > 0.5 * max(float(np.median(w)), 1.0):
                 (a, _c), _ = robust_nnls(np.column_stack([w, np.ones(len(w))]), m)
-                slowdown[pu] = float(a)
+                a = float(min(max(a, MIN_SCALE), MAX_SCALE))
+                scale[pu] = a
+            (c,), kept = robust_nnls(np.ones((len(m), 1)), m - a * w)
+            launch[pu], counts[pu] = float(c), kept
         links = {}
         for key, xs in sorted(by_link.items()):
             size = np.array([x[0] for x in xs])
@@ -305,7 +316,7 @@ def fit(events: Sequence[PartitionEvent | OutputEvent], platform: Platform, *, h
             links[key] = LinkFit(float(lat), float(upb), kept)
         params = Params({**base.launch_us, **launch}, {**base.latency_us, **{k: f.latency_us for k, f in links.items()}},
                         {**base.us_per_byte, **{k: f.us_per_byte for k, f in links.items()}})
-    return Calibration(platform.name, platform_signature(platform), host, launch, links, slowdown, counts)
+    return Calibration(platform.name, platform_signature(platform), host, launch, links, scale, counts)
 
 
 # ---------------------------------------------------------------------------------
@@ -315,7 +326,8 @@ def fit(events: Sequence[PartitionEvent | OutputEvent], platform: Platform, *, h
 def platform_signature(platform: Platform) -> str:
     """Hash of the platform's own numbers: a changed preset invalidates its calibration."""
     blob = json.dumps([
-        [[d.name, d.kind, d.dispatch_overhead_us, d.threads, d.speed_factor, d.settings] for d in platform.devices],
+        [[d.name, d.kind, d.dispatch_overhead_us, d.threads, d.speed_factor, d.work_scale, d.settings]
+         for d in platform.devices],
         sorted([a, b, lk.latency_us, lk.bandwidth_gbps] for (a, b), lk in platform.links.items()),
         platform.host,
     ], sort_keys=True, default=str)
@@ -324,7 +336,8 @@ def platform_signature(platform: Platform) -> str:
 
 def apply(platform: Platform, cal: Calibration) -> Platform:
     """``platform`` with the calibrated launch costs and link parameters."""
-    devices = tuple(dataclasses.replace(d, dispatch_overhead_us=cal.launch_us[d.name]) if d.name in cal.launch_us else d
+    devices = tuple(dataclasses.replace(d, dispatch_overhead_us=cal.launch_us.get(d.name, d.dispatch_overhead_us),
+                                        work_scale=cal.work_scale.get(d.name, d.work_scale))
                     for d in platform.devices)
     links = dict(platform.links)
     for (a, b), f in cal.links.items():

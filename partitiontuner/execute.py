@@ -446,7 +446,8 @@ class Executor:
             ins, outs = ios[i]
             inputs = tuple((t, owner[g.producer[t]] if t in g.producer else -1, g.tensors[t].size_bytes) for t in ins)
             if dev.kind == "npu":
-                emu = (sim.work(p.ops, pus[i]) + hw_overhead[pus[i]]) * 1e-6
+                # the emulated hardware runs the profiled work: undo a calibrated scale
+                emu = (sim.work(p.ops, pus[i]) / problem.work_scale[pus[i]] + hw_overhead[pus[i]]) * 1e-6
                 steps.append(_Step(i, pus[i], True, inputs, tuple(outs), None, emu, 1.0, list(outs)))
             else:
                 sess = _session(subgraph_model(g, p.ops, outputs=outs, name=f"{g.name}_p{i}"), dev.threads,

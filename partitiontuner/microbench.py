@@ -43,7 +43,8 @@ def events_of(executor: Executor, records: Sequence[Any]) -> list[PartitionEvent
     names = problem.pus
     sim = Simulator(problem)
     steps = executor.steps
-    work = [sim.work(p.ops, names.index(p.device)) for p in plan.partitions]
+    # profiled work, before any calibrated scale: the fit finds the scale
+    work = [sim.work(p.ops, names.index(p.device)) / problem.work_scale[names.index(p.device)] for p in plan.partitions]
     host = problem.host
     out: list[PartitionEvent | OutputEvent] = []
     for r in records:

@@ -61,6 +61,11 @@ class Device:
             (0.4 models a little core: latency = measured / 0.4).
         memory_bytes: capacity for resident weights plus one partition's activations;
             ``None`` = unlimited.
+        work_scale: multiplier on this PU's profiled work inside a real run (ops
+            profiled alone run slower beside other partitions: shared caches and memory
+            bandwidth, cold caches after a hand-off); 1 unless ``partitiontuner
+            calibrate`` fitted it. Not part of the profile cache key: profiles are the
+            ops alone, the scale is the cost model's.
     """
 
     name: str
@@ -72,6 +77,7 @@ class Device:
     supports: frozenset[str] | None = None
     max_conv_groups: int | None = None
     npu: NpuConfig | None = None
+    work_scale: float = 1.0
 
     def unsupported_reason(self, op: OpNode) -> str | None:
         """Why this device cannot run ``op`` (the rule that excludes it), or ``None``."""
@@ -232,7 +238,7 @@ def _device(raw: Any, where: str) -> Device:
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping")
     _only(raw, {"name", "kind", "threads", "speed_factor", "dispatch_overhead_us", "memory_mib",
-                "supports", "max_conv_groups", "npu"}, where)
+                "supports", "max_conv_groups", "npu", "work_scale"}, where)
     name = _req(raw, "name", str, where)
     where = f"{where.rsplit(':', 1)[0]}: pu {name!r}"
     kind = _req(raw, "kind", str, where)
@@ -243,6 +249,7 @@ def _device(raw: Any, where: str) -> Device:
         raise ConfigError(f"{where}: threads must be a positive integer")
     speed = _num(raw, "speed_factor", where, default=1.0, minimum=0.0, strict=True)
     overhead = _num(raw, "dispatch_overhead_us", where, minimum=0.0)
+    work_scale = _num(raw, "work_scale", where, default=1.0, minimum=0.0, strict=True)
     mem = _num(raw, "memory_mib", where, minimum=0.0, strict=True) if raw.get("memory_mib") is not None else None
     supports = raw.get("supports", "all" if kind == "cpu" else None)
     if supports is None:
@@ -269,7 +276,7 @@ def _device(raw: Any, where: str) -> Device:
     return Device(
         name=name, kind=kind, dispatch_overhead_us=overhead, threads=threads, speed_factor=speed,
         memory_bytes=int(mem * 2**20) if mem is not None else None, supports=sup,
-        max_conv_groups=groups, npu=npu,
+        max_conv_groups=groups, npu=npu, work_scale=work_scale,
     )
 
 

@@ -349,8 +349,8 @@ def calibration(con: Console, cal: Any, path: Any) -> None:
     """``calibrate``: the fitted parameters and the error before and after."""
     rows = []
     for pu, v in cal.launch_us.items():
-        slow = f" (work x{cal.slowdown[pu]:.2f} if fitted with a slowdown)" if pu in cal.slowdown else ""
-        rows.append((f"{pu} launch per partition{slow}", f"{v:.1f} us", str(cal.launch_samples.get(pu, ""))))
+        rows.append((f"{pu} launch per partition", f"{v:.1f} us", str(cal.launch_samples.get(pu, ""))))
+        rows.append((f"{pu} work scale", f"x{cal.work_scale.get(pu, 1.0):.3f}", ""))
     for (a, b), f in cal.links.items():
         rows.append((f"{a}->{b} latency / bandwidth",
                      f"{f.latency_us:.1f} us / {1 / max(f.us_per_byte, 1e-12) / 1000:.2f} GB/s", str(f.samples)))

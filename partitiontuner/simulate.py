@@ -4,7 +4,10 @@ Semantics (DESIGN.md step 5). A partition starts when its PU is free (its turn i
 PU's order has come) and all its input tensors have arrived. It lasts its work time
 (:meth:`Problem.partition_time`: the sum of its ops' times minus the fusion saving of
 the profiled groups it contains, i.e. the cheapest cover of its ops by fused groups
-and single ops) plus the PU's dispatch overhead. Its outputs exist only when it completes. A tensor produced on PU ``q`` and
+and single ops; op and group times are the profiled ones times the PU's ``work_scale``,
+1 unless calibrated, applied once in :attr:`Problem.op_time` / :attr:`Problem.group_time`)
+plus the PU's dispatch overhead. Its outputs exist only when it completes. A tensor
+produced on PU ``q`` and
 read on PU ``p != q`` arrives ``latency(q, p) + bytes / bandwidth(q, p)`` after its
 producer ends; transfers never contend with each other nor occupy a PU, so a tensor
 read by several partitions on the same PU crosses once. Graph inputs are on the host

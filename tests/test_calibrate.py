@@ -50,11 +50,12 @@ def zoo(name: str, platform: str) -> Problem:
 
 
 def fake_runs(p: Problem, plan: Plan, true: Params, rng: random.Random, runs: int = 3,
-              noise_us: float = 2.0, outlier_rate: float = 0.02) -> list[PartitionEvent | OutputEvent]:
+              noise_us: float = 2.0, outlier_rate: float = 0.02,
+              scale: dict[str, float] | None = None) -> list[PartitionEvent | OutputEvent]:
     """Events of ``runs`` runs of ``plan`` on a machine whose launch and link costs are
     ``true``: the plan's partitions in sequence, each starting when its PU is free and
-    its inputs have arrived (plus a small hand-off jitter), lasting work + launch
-    (plus noise; now and then a preemption adds 300-800 us)."""
+    its inputs have arrived (plus a small hand-off jitter), lasting scale * work + launch
+    (plus noise; now and then a preemption adds 300-800 us); ``scale`` per PU, default 1."""
     names, g = p.pus, p.graph
     sim = Simulator(p)
     owner = {v: i for i, q in enumerate(plan.partitions) for v in q.ops}
@@ -76,7 +77,7 @@ def fake_runs(p: Problem, plan: Plan, true: Params, rng: random.Random, runs: in
             ready = max([free[pu], *(e + true.transfer_us(s, pu, b) for s, e, b in ins.values())])
             start = ready + abs(rng.gauss(0.0, noise_us))
             work = sim.work(q.ops, names.index(pu))
-            dur = work + true.launch_us[pu] + rng.gauss(0.0, noise_us)
+            dur = (scale or {}).get(pu, 1.0) * work + true.launch_us[pu] + rng.gauss(0.0, noise_us)
             if rng.random() < outlier_rate:
                 dur += rng.uniform(300, 800)
             out.append(PartitionEvent(pu, work, free[pu], start, start + dur, tuple(ins.values())))
@@ -91,8 +92,8 @@ def fake_runs(p: Problem, plan: Plan, true: Params, rng: random.Random, runs: in
     return out
 
 
-@pytest.mark.parametrize("platform", ["cpu-npu", "cpu-2npu"])
-def test_fit_recovers_known_parameters_from_a_fake_executor(platform: str) -> None:
+@pytest.mark.parametrize(("platform", "cpu_scale"), [("cpu-npu", 1.0), ("cpu-2npu", 1.0), ("cpu-npu", 1.4)])
+def test_fit_recovers_known_parameters_from_a_fake_executor(platform: str, cpu_scale: float) -> None:
     raw = load_platform(platform)
     rng = random.Random(3)
     base = Params.of(raw)
@@ -101,16 +102,18 @@ def test_fit_recovers_known_parameters_from_a_fake_executor(platform: str) -> No
         {k: v + 35.0 for k, v in base.latency_us.items()},
         {k: v * 1.5 for k, v in base.us_per_byte.items()},
     )
+    scale = {"cpu": cpu_scale}
     events: list = []
     for model in ("squeezenet", "resnet18"):
         p = zoo(model, platform)
         for plan in microbenchmark_plans(p):
             validate_plan(p, plan)
-            events += fake_runs(p, plan, true, rng)
+            events += fake_runs(p, plan, true, rng, scale=scale)
     cal = fit(events, raw)
     for pu in raw.names:
+        assert cal.work_scale.get(pu, 1.0) == pytest.approx(scale.get(pu, 1.0), rel=0.03), pu
         # the hand-off jitter (|N(0, 2)|, mean 1.6 us) is part of the launch cost
-        assert cal.launch_us[pu] == pytest.approx(true.launch_us[pu] + 1.6, abs=2.0), pu
+        assert cal.launch_us[pu] == pytest.approx(true.launch_us[pu] + 1.6, abs=4.0), pu
     assert cal.links, "mixed plans must produce transfer samples"
     for key, f in cal.links.items():
         if f.samples < 10:
@@ -120,7 +123,7 @@ def test_fit_recovers_known_parameters_from_a_fake_executor(platform: str) -> No
     # the simulator with the fitted numbers predicts the fake machine
     p = zoo("squeezenet", platform)
     plan = microbenchmark_plans(p)[0]
-    fake = [e for e in fake_runs(p, plan, true, random.Random(5), runs=1, noise_us=0.0, outlier_rate=0.0)]
+    fake = [e for e in fake_runs(p, plan, true, random.Random(5), runs=1, noise_us=0.0, outlier_rate=0.0, scale=scale)]
     measured = max(e.end_us if isinstance(e, PartitionEvent) else e.finish_us for e in fake)
     calibrated = Problem(p.graph, apply(raw, cal), p.profiles)
     uncalibrated_err = abs(simulate(p, plan).makespan_us / measured - 1)
@@ -315,3 +318,27 @@ def test_calibrate_needs_measured_profiles() -> None:
 
     with pytest.raises(ConfigError, match="measured profiles"):
         microbench.calibrate(microbench.CalibrateArgs(profiles="fixture"))
+
+
+def test_work_scale_scales_every_view_of_the_cost_model() -> None:
+    """A PU's work scale multiplies its op and group times in the problem's tables, so
+    the simulator, the fusion cover and the oracle all follow it exactly."""
+    import dataclasses
+
+    from partitiontuner.agents.oracle import OraclePlanner
+
+    g, raw = load_model("squeezenet"), load_platform("cpu-npu")
+    scaled_pf = dataclasses.replace(raw, devices=tuple(dataclasses.replace(d, work_scale=2.0) if d.name == "cpu" else d
+                                                       for d in raw.devices))
+    base, scaled = Problem(g, raw, fixture_profiles(g, raw)), Problem(g, scaled_pf, fixture_profiles(g, raw))
+    cpu = raw.names.index("cpu")
+    sb, ss = Simulator(base), Simulator(scaled)
+    rng = random.Random(0)
+    for _ in range(50):
+        start = rng.randrange(g.num_ops - 3)
+        ops = list(range(start, start + rng.randint(1, 3)))
+        assert ss.work(ops, cpu) == pytest.approx(2.0 * sb.work(ops, cpu))
+        assert ss.work(ops, 1 - cpu) == pytest.approx(sb.work(ops, 1 - cpu))
+    plan = OraclePlanner(time_limit_s=60).plan(scaled)
+    assert plan.info.get("proven_optimal")
+    assert simulate(scaled, plan).makespan_us <= simulate(scaled, OraclePlanner(time_limit_s=60).plan(base)).makespan_us + 1e-6
