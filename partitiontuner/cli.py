@@ -7,6 +7,10 @@ executor's, exporter's and evaluator's results). Otherwise :mod:`partitiontuner.
 prints tables (plain text when stdout is not a terminal). Errors go through
 :func:`partitiontuner.errors.run_entry_point`: a user error is one line on stderr and
 exit 2; ``run`` exits 3 when the plan's outputs differ from the whole-model run.
+
+Over 500 lines on purpose: one ``_add_*`` / ``_cmd_*`` pair per command (eleven
+commands, each a flat list of flags and a few calls), so a reader finds a command's
+whole surface in one place; the work itself lives in the library.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """Analytical emulator of a VTA-like NPU: latency of an op, or of a fused op chain.
 
+One model in one file (a little over 500 lines): the formulas below and the code that
+implements them read side by side.
+
 The NPU is a weight-stationary systolic array of ``rows x cols`` int8 MACs (VTA's GEMM
 core; SCALE-Sim's ``ws`` dataflow) beside a vector unit of ``vector_lanes`` ALUs, with
 three on-chip SRAMs (input, weight, accumulator) fed by DMA from DRAM. Every op runs
