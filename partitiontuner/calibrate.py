@@ -392,16 +392,15 @@ def load_calibration(platform: Platform, root: str | Path | None = None, host: s
 
     host = host or fingerprint_id(host_fingerprint())
     path = calibration_path(platform, root, host)
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except (FileNotFoundError, NotADirectoryError):
+    from partitiontuner.errors import PartitionTunerError
+    from partitiontuner.safe_io import parse_json, read_text
+
+    if not path.exists():
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        return _bad(path, f"unreadable ({exc})")
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError:
-        return _bad(path, "not valid JSON (truncated?)")
+    try:  # regular files only, size-capped: a FIFO or /dev/zero must not hang or fill memory
+        data = parse_json(read_text(path, what="calibration file", max_bytes=2**20), where=str(path))
+    except PartitionTunerError as exc:
+        return _bad(path, str(exc))
     if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
         return _bad(path, "wrong format or schema version")
     payload = data.get("payload")
