@@ -112,7 +112,7 @@ class LocalSearch:
     def kick(self, parts: Parts, moves: int) -> Parts:
         """``moves`` random valid moves regardless of cost: a perturbation for iterated
         local search."""
-        cur = parts
+        cur: Parts = [(sorted(int(v) for v in ops), int(p)) for ops, p in parts]
         for _ in range(moves):
             for cand in self.neighbours(cur):
                 if cand is not None and self.feasible(cand):
