@@ -14,6 +14,9 @@ decreases, so the search ends). Moves:
 * **split**: a partition cut at a position of its ops' topological order (both parts
   stay convex: a path between two ops of a convex set stays inside it, and the graph's
   op indices are topological), the second part on any allowed PU;
+* **isolate**: a partition cut in three around one of its ops (those before it, the op
+  alone on any allowed PU, those after it: convex by the same argument), which is
+  how a branch leaves a partition it shares with a parallel one;
 * **swap**: two partitions consecutive on one PU trade their turns when neither needs
   the other.
 
@@ -164,6 +167,8 @@ class LocalSearch:
         for v in range(self.graph.num_ops):
             i = owner[v]
             near = {owner[u] for u in gp[v]} | {owner[u] for u in gs[v]}
+            if len(parts[i][0]) > 1:
+                moves.extend(("isolate", v, q) for q in range(num_pus) if self.allowed[v, q])
             if i in near and len(near) == 1 and gp[v] and gs[v]:
                 continue  # interior: leaving would break the partition's convexity
             moves.extend(("op", v, j) for j in near if j != i)
@@ -203,6 +208,10 @@ class LocalSearch:
         # op moves: v = a leaves its partition
         v = a
         i = next(k for k, (o, _) in enumerate(parts) if v in o)
+        if kind == "isolate":
+            ops, p = parts[i]
+            head, tail = [u for u in ops if u < v], [u for u in ops if u > v]
+            return [*parts[:i], *([(head, p)] if head else []), ([v], b), *([(tail, p)] if tail else []), *parts[i + 1:]]
         rest_ops = [u for u in parts[i][0] if u != v]
         new = [(o, p) for k, (o, p) in enumerate(parts)]
         keys = [float(k) for k in range(n)]
