@@ -15,7 +15,6 @@ from graphs import chain, problem, two_pu_platform
 
 from partitiontuner import synthetic
 from partitiontuner.agents.gnn_policy import GNNPolicy
-from partitiontuner.training.checkpoint import Checkpoint, save_checkpoint
 from partitiontuner.agents.registry import make_planner, quick_planners
 from partitiontuner.agents.rl_planner import RLPlanner, default_budget_s
 from partitiontuner.constraints import Constraints, PlacementRule
@@ -23,6 +22,7 @@ from partitiontuner.errors import ConfigError
 from partitiontuner.plan import validate_plan
 from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator
+from partitiontuner.training.checkpoint import Checkpoint, save_checkpoint
 
 SOURCE_KEYS = {"policy": "policy_makespan_us", "sample": "sampled_makespan_us", "search": "search_makespan_us"}
 
