@@ -37,7 +37,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import sys
@@ -49,6 +48,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "tests"))  # tests/models.py: the PyTorch modules
+sys.path.insert(0, str(ROOT))  # suite.py
+
+from suite import SuiteLabels, build_suite, problem_key  # noqa: E402
 
 from partitiontuner.agents.registry import QUICK_METHODS, make_planner  # noqa: E402
 from partitiontuner.atomic import write_text_atomic  # noqa: E402
@@ -63,14 +65,6 @@ from partitiontuner.zoo import UNSEEN_MODELS, ZOO  # noqa: E402
 HEURISTICS = QUICK_METHODS
 #: relative difference under which two makespans tie
 TIE = 1e-6
-
-
-def problem_key(pr: Problem) -> str:
-    h = hashlib.sha256()
-    h.update(pr.graph.content_hash.encode())
-    h.update(pr.platform.name.encode())
-    h.update(np.ascontiguousarray(np.round(pr.profiles.op_latency_us, 3)).tobytes())
-    return h.hexdigest()[:16]
 
 
 class OracleCache:
@@ -372,8 +366,6 @@ def main(argv: list[str] | None = None) -> int:
                 (m, load_problem(ProblemSpec(model=m, platform=plat, profiles="fixture", progress=False)), "zero-shot", None)
                 for m in args.models]))
     if "suite" in args.suites:
-        from suite import SuiteLabels, build_suite
-
         labels = SuiteLabels(Path(args.suite_labels))
         insts = build_suite(split=args.suite_split, limit=args.suite_limit)
         suites.append((f"suite {args.suite_split} split", [
