@@ -183,8 +183,8 @@ def summarise(rows: list[dict]) -> dict:
         out[f"{k}_geomean"] = geomean(ratios)
         out[f"{k}_worst"] = worst[f"{k}_ratio"] if worst else math.nan
         out[f"{k}_worst_instance"] = f"{worst['model']}@{worst['platform']}" if worst else None
-    for verdict in ("win", "tie", "loss"):
-        out[f"policy_{verdict}s"] = sum(r["policy_vs_portfolio"] == verdict for r in rows)
+    for verdict, key in (("win", "policy_wins"), ("tie", "policy_ties"), ("loss", "policy_losses")):
+        out[key] = sum(r["policy_vs_portfolio"] == verdict for r in rows)
     differ = out["policy_wins"] + out["policy_losses"]
     out["policy_win_share_where_different"] = out["policy_wins"] / differ if differ else math.nan
     winners: dict[str, int] = {}
