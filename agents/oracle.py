@@ -327,7 +327,7 @@ class OraclePlanner(Planner):
         try:
             from partitiontuner.agents.rl_planner import RLPlanner
 
-            planners.append(RLPlanner())
+            planners.append(RLPlanner(budget_s=0))  # the policy alone: it is an incumbent, not a search
         except (ImportError, ConfigError):
             pass  # no torch or no shipped policy: the classical incumbents only
         for planner in planners:

@@ -13,7 +13,9 @@ command line can pass every flag it has):
 ``heft``           none
 ``random``         ``samples`` (int >= 1, default 200), ``seed`` (int >= 0, default 0)
 ``oracle``         ``time_limit_s`` (float > 0)
-``rl``             ``checkpoint`` (path), ``samples`` (int >= 1), ``seed`` (int >= 0)
+``rl``             ``checkpoint`` (path), ``samples`` (int >= 1), ``seed`` (int >= 0),
+                   ``budget_s`` (float >= 0; default 2 s up to 200 ops, growing with
+                   the op count; 0 = the policy alone, no search)
 =================  ==================================================================
 
 ``oracle`` and ``rl`` are imported only when requested, so the registry works before
@@ -60,7 +62,8 @@ OPTIONS: dict[str, dict[str, str]] = {
     "random": {"samples": "number of random plans (default 200)", "seed": "random seed (default 0)"},
     "oracle": {"time_limit_s": "stop after this many seconds and report the gap to the lower bound"},
     "rl": {"checkpoint": "policy checkpoint (default: the shipped one)", "samples": "sampled plans, best kept",
-           "seed": "sampling seed"},
+           "seed": "sampling seed",
+           "budget_s": "seconds of policy-guided search (default 2 s up to 200 ops, more on larger graphs; 0 = the policy alone)"},
 }
 
 
@@ -113,6 +116,8 @@ def _check_values(method: str, given: dict[str, Any]) -> None:
             raise ConfigError(f"{method}: seed must be a non-negative integer, got {v!r}")
         if k == "time_limit_s" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
             raise ConfigError(f"{method}: the time limit must be a positive number of seconds, got {v!r}")
+        if k == "budget_s" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise ConfigError(f"{method}: the search budget must be a number of seconds >= 0, got {v!r}")
         if k == "switch_penalty_us" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
             raise ConfigError(f"{method}: switch_penalty_us must be a number >= 0, got {v!r}")
         if k == "parallel" and not isinstance(v, bool):

@@ -239,19 +239,22 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of rl sampling / random search")
     p.add_argument("--checkpoint", default=None, help="rl: policy checkpoint (default: the shipped one)")
     p.add_argument("--time-limit", type=float, default=None, help="oracle: time limit in seconds")
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="rl: seconds of policy-guided search (default 2 s up to 200 ops, more on larger graphs; 0 = the policy alone)")
 
 
 def _planner(args: argparse.Namespace):
     from partitiontuner.agents.registry import make_planner
 
-    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit}
-    accepts = {"rl": {"samples", "seed", "checkpoint"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
+    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
+             "budget_s": args.budget_s}
+    accepts = {"rl": {"samples", "seed", "checkpoint", "budget_s"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
     options = {}
     for key, value in given.items():
         if value is None:
             continue
         if key not in accepts.get(args.method, set()):
-            flag = "--" + key.replace("_s", "").replace("_", "-")
+            flag = "--budget-s" if key == "budget_s" else "--" + key.replace("_s", "").replace("_", "-")
             raise ConfigError(f"{flag} does not apply to method {args.method!r}")
         options[key] = value
     return make_planner(args.method, **options)

@@ -227,7 +227,22 @@ def plan(con: Console, result: Any, *, show_report: bool = False) -> None:
     for key, unit in (("proven_optimal", ""), ("lower_bound_us", " us"), ("gap", "")):
         if key in p.info:
             con.print(f"  {key}: {p.info[key]}{unit}")
+    if "policy_makespan_us" in p.info:
+        con.print(rl_sources(p.info, sim.makespan_us), markup=False)
     written(con, result.files)
+
+
+def rl_sources(info: Any, returned_us: float) -> str:
+    """The RL planner's sources beside the returned makespan, so the policy's own
+    result is always in view (``-``: that source did not run)."""
+    def us(key: str) -> str:
+        v = info.get(key)
+        return "-" if v is None else f"{v:,.1f} us"
+
+    heuristic = f"{us('heuristic_makespan_us')}" + (f" ({info['heuristic_method']})" if info.get("heuristic_method") else "")
+    return (f"  returned {returned_us:,.1f} us from {info.get('winner', 'policy')}; policy alone (greedy) "
+            f"{us('policy_makespan_us')}, best sample {us('sampled_makespan_us')}, best heuristic {heuristic}, "
+            f"search {us('search_makespan_us')}")
 
 
 def written(con: Console, files: dict[str, str]) -> None:
