@@ -1,19 +1,24 @@
 """Run a plan for real and check it against the whole model and the simulator.
 
 One worker thread per PU runs that PU's partitions in the plan's order, each as soon
-as its inputs are ready (DESIGN.md step 6):
+as its inputs are ready (DESIGN.md step 6). Each PU's partitions run on its runtime
+(the platform's ``runtime`` key):
 
-* **CPU partitions** run as ONNX Runtime sessions of the partition's subgraph
-  (:func:`partitiontuner.subgraph.subgraph_model`) with the PU's intra-op thread count;
-  every session is built before timing starts. A CPU PU with ``speed_factor < 1`` (a
+* **ONNX Runtime** (every CPU; an NPU that says ``runtime: onnxruntime``): a session of
+  the partition's subgraph (:func:`partitiontuner.subgraph.subgraph_model`) with the
+  PU's execution providers, their options and its intra-op thread count
+  (:mod:`partitiontuner.profiling.ort_runtime`, as the profiler measures it); every
+  session is built before timing starts. A PU that names its ``cores`` always runs
+  pinned to them. A CPU PU with ``speed_factor < 1`` (a
   modelled little core) runs the session and then pads its partition to
   ``measured / speed_factor``, the same scaling the profiles use; a ``speed_factor``
   above 1 cannot be emulated by padding and the session runs as measured.
-* **NPU partitions are emulated.** Before timing, one whole-model ORT run computes the
-  reference value of every tensor an NPU partition produces; during the run an NPU
+* **Emulated** (NPUs by default). Before timing, one whole-model ORT run computes the
+  reference value of every tensor an emulated partition produces; during the run such a
   partition waits for the emulator's time (the simulator's work for its ops plus the
   PU's dispatch overhead) and then hands those reference tensors on. The result lists
-  the emulated PUs (``emulated_pus``) so nobody mistakes them for hardware numbers.
+  the emulated PUs (``emulated_pus``) so nobody mistakes them for hardware numbers, and
+  the runtime every PU used (``runtimes``).
 * **Transfers.** A tensor crossing from PU ``q`` to PU ``p`` is handed to ``p``'s
   worker once the producer has finished; ``p`` may not use it before ``producer_end +
   latency + bytes / bandwidth`` (the link's transfer time). The tensor is not copied:
@@ -26,10 +31,12 @@ as its inputs are ready (DESIGN.md step 6):
   (:mod:`partitiontuner.calibrate`) the simulator's launch and link costs are fitted
   to this executor; the emulated NPU time and the emulated link time still come from
   the uncalibrated platform (the "hardware"), so calibrating twice does not drift.
-* **Pinning** (``pin_cores=True``): each CPU PU's worker thread is pinned to its own
-  cores (``os.sched_setaffinity`` on the thread's native id; with one intra-op thread
-  ONNX Runtime computes on the calling thread), emulated NPU workers, which mostly
-  sleep, share the remaining core.
+* **Pinning**: a PU whose platform entry names ``cores`` always runs on them (its worker
+  thread pinned with ``os.sched_setaffinity`` on the thread's native id: with one
+  intra-op thread ONNX Runtime computes on the calling thread; ORT's pool threads, if
+  more, through the session's thread affinities). With ``pin_cores=True`` every other
+  PU is pinned too: each ONNX Runtime PU's worker to its own cores among those no PU
+  names, emulated workers, which mostly sleep, share the next core.
 * **Trace.** Every run records each partition's start and end, when its PU became
   free, and each hand-off (producer end, copy-free hand-over, time usable):
   :mod:`partitiontuner.trace` writes them as a Chrome / Perfetto trace and
@@ -78,12 +85,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import onnx
 from onnx import helper
 
 from partitiontuner.errors import PartitionTunerError
 from partitiontuner.plan import Plan, validate_plan
+from partitiontuner.platform import OrtSettings
 from partitiontuner.problem import Problem
+from partitiontuner.profiling.ort_runtime import caller_cores, first_line, make_session, pin_thread
 from partitiontuner.simulate import Simulator, TransferTiming, simulate
 from partitiontuner.stats import host_load, load_warning, spread_warning, summarize
 from partitiontuner.subgraph import partition_io, subgraph_model
@@ -261,6 +269,8 @@ class ExecutionResult:
             within ``rtol`` / ``atol`` (``numpy.allclose``).
         max_abs_error: largest absolute difference to the whole-model run.
         emulated_pus: PUs whose partitions were emulated (NPUs), not run.
+        runtimes: per PU that ran partitions, what ran them: ``emulated`` or
+            ``onnxruntime (providers, threads, cores)``.
         padded_pus: CPU PUs slowed down by padding (``speed_factor < 1``).
         partitions: per partition, in plan order (median run).
         wait_late_us_median, wait_late_us_max: lateness of the timed waits of the median
@@ -296,6 +306,7 @@ class ExecutionResult:
     pinned_cores: dict[str, tuple[int, ...]] = field(default_factory=dict)
     transfers: tuple[TransferRun, ...] = field(default=())
     measured_finish_us: float = 0.0  # the median run's last output on the host
+    runtimes: dict[str, str] = field(default_factory=dict)
 
     @property
     def ratio(self) -> float:
@@ -313,6 +324,7 @@ class ExecutionResult:
             "outputs_match": self.outputs_match, "max_abs_error": float(self.max_abs_error),
             "rtol": self.rtol, "atol": self.atol, "repeat": self.repeat, "warmup": self.warmup,
             "emulated_pus": list(self.emulated_pus), "padded_pus": list(self.padded_pus),
+            "runtimes": dict(self.runtimes),
             "wait_late_us_median": round(self.wait_late_us_median, 3), "wait_late_us_max": round(self.wait_late_us_max, 3),
             "notes": list(self.notes), "warnings": list(self.warnings),
             "load_average": None if self.load_average != self.load_average else round(self.load_average, 2),
@@ -336,9 +348,9 @@ class _Step:
     #: external inputs: (tensor, producer partition or -1 for a graph input, size_bytes)
     inputs: tuple[tuple[str, int, int], ...]
     outputs: tuple[str, ...]
-    session: Any  # onnxruntime.InferenceSession for CPU partitions
+    session: Any  # onnxruntime.InferenceSession for partitions ONNX Runtime runs
     emulated_s: float  # emulated partitions: work + dispatch overhead
-    pad_factor: float  # CPU partitions: 1 / speed_factor when < 1, else 1
+    pad_factor: float  # ONNX Runtime partitions: 1 / speed_factor when < 1, else 1
     fetches: list[str] = field(default_factory=list)  # ``outputs`` as ORT wants them, built once
 
 
@@ -366,26 +378,6 @@ class _Aborted(Exception):
     """Another worker failed; this one stops."""
 
 
-def _session(model: onnx.ModelProto, threads: int, what: str):
-    import onnxruntime as ort
-
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    so.log_severity_level = 3
-    try:
-        return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-    except Exception as exc:  # ORT raises its own Fail / InvalidGraph / ... types
-        raise PartitionTunerError(f"ONNX Runtime cannot build a session for {what}: {_first_line(exc)}") from None
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def reference_run(problem: Problem, feeds: dict[str, np.ndarray], extra: Sequence[str] = ()) -> dict[str, np.ndarray]:
     """Run the whole model once in ONNX Runtime; return the graph outputs and ``extra``
     intermediate tensors (added as model outputs so ORT keeps them)."""
@@ -398,13 +390,13 @@ def reference_run(problem: Problem, feeds: dict[str, np.ndarray], extra: Sequenc
             model.graph.output.append(
                 helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(np.dtype(info.dtype)), list(info.shape))
             )
-    cpu = problem.platform.devices[problem.host]
-    sess = _session(model, cpu.threads, f"the whole model {g.name!r}")
+    cpu = problem.platform.devices[problem.host]  # the reference: the CPU provider, unpinned
+    sess = make_session(model, OrtSettings(cpu.threads), f"the whole model {g.name!r}")
     names = [o.name for o in model.graph.output]
     try:
         values = sess.run(names, feeds)
     except Exception as exc:
-        raise PartitionTunerError(f"ONNX Runtime failed to run the whole model {g.name!r}: {_first_line(exc)}") from None
+        raise PartitionTunerError(f"ONNX Runtime failed to run the whole model {g.name!r}: {first_line(exc)}") from None
     return dict(zip(names, values, strict=True))
 
 
@@ -433,7 +425,7 @@ class Executor:
         for i, p in enumerate(plan.partitions):
             ins, outs = partition_io(g, p.ops)
             ios.append((ins, outs))
-            if devices[pus[i]].kind == "npu":
+            if devices[pus[i]].emulated:
                 emulated_tensors.extend(outs)
         self.reference = reference_run(problem, self.feeds, emulated_tensors)
         #: the simulator's timing of this plan
@@ -445,13 +437,13 @@ class Executor:
             dev = devices[pus[i]]
             ins, outs = ios[i]
             inputs = tuple((t, owner[g.producer[t]] if t in g.producer else -1, g.tensors[t].size_bytes) for t in ins)
-            if dev.kind == "npu":
+            if dev.emulated:
                 # the emulated hardware runs the profiled work: undo a calibrated scale
                 emu = (sim.work(p.ops, pus[i]) / problem.work_scale[pus[i]] + hw_overhead[pus[i]]) * 1e-6
                 steps.append(_Step(i, pus[i], True, inputs, tuple(outs), None, emu, 1.0, list(outs)))
             else:
-                sess = _session(subgraph_model(g, p.ops, outputs=outs, name=f"{g.name}_p{i}"), dev.threads,
-                                f"partition {i} ({p.device})")
+                sess = make_session(subgraph_model(g, p.ops, outputs=outs, name=f"{g.name}_p{i}"), dev.ort,
+                                    f"partition {i} ({p.device})")
                 pad = 1.0 / dev.speed_factor if dev.speed_factor < 1.0 else 1.0
                 steps.append(_Step(i, pus[i], False, inputs, tuple(outs), sess, 0.0, pad, list(outs)))
         self.steps: tuple[_Step, ...] = tuple(steps)
@@ -464,11 +456,15 @@ class Executor:
         self.output_producer = {t: owner[g.output_producers[t]] for t in self.output_names}
         self.output_size = {t.name: t.size_bytes for t in g.outputs}
         self.workers = tuple(p for p in range(n) if self.orders[p] or p == self.host)
-        self.emulated_pus = tuple(names[p] for p in self.workers if devices[p].kind == "npu" and self.orders[p])
+        self.emulated_pus = tuple(names[p] for p in self.workers if devices[p].emulated and self.orders[p])
         self.padded_pus = tuple(names[p] for p in self.workers
-                                if devices[p].kind == "cpu" and devices[p].speed_factor < 1.0 and self.orders[p])
-        #: cores each worker is pinned to (empty: not pinned)
-        self.cores: dict[int, tuple[int, ...]] = core_map(problem.platform, self.workers) if pin_cores else {}
+                                if not devices[p].emulated and devices[p].speed_factor < 1.0 and self.orders[p])
+        #: what runs each PU's partitions (PUs with partitions only)
+        self.runtimes = {names[p]: "emulated" if devices[p].emulated else f"onnxruntime ({devices[p].ort.describe()})"
+                         for p in self.workers if self.orders[p]}
+        #: cores each worker is pinned to (empty: not pinned): the PU's own ``cores``,
+        #: and with ``pin_cores`` every other worker too
+        self.cores: dict[int, tuple[int, ...]] = core_map(problem.platform, self.workers, pin_all=pin_cores)
 
     def _arrival_s(self, src: int, dst: int, size_bytes: int) -> float:
         """The link's transfer time in seconds (:meth:`Problem.transfer_us`)."""
@@ -623,7 +619,7 @@ class Executor:
             exc = (real or errors)[0]
             if isinstance(exc, PartitionTunerError):
                 raise exc
-            raise PartitionTunerError(f"executing the plan failed: {type(exc).__name__}: {_first_line(exc)}") from exc
+            raise PartitionTunerError(f"executing the plan failed: {type(exc).__name__}: {first_line(exc)}") from exc
         for k, rec in enumerate(records):
             rec.finish = finish[k]
             rec.makespan = max([finish[k], *rec.end])
@@ -719,6 +715,10 @@ def _result(ex: Executor, runs: Sequence[_RunRecord], *, warmup: int, rtol: floa
     if ex.emulated_pus:
         notes.append(f"{', '.join(ex.emulated_pus)} partitions are emulated: they take the emulator's time and hand on "
                      "reference tensors from a whole-model ONNX Runtime run")
+    real = [pu for pu, rt in ex.runtimes.items() if rt != "emulated"]
+    if real:
+        notes.append(f"{', '.join(real)} partitions ran for real: "
+                     + "; ".join(f"{pu} on {ex.runtimes[pu]}" for pu in real))
     if ex.padded_pus:
         notes.append(f"{', '.join(ex.padded_pus)} partitions run on this CPU and are padded to measured / speed_factor")
     summary = summarize(makespans)
@@ -734,7 +734,7 @@ def _result(ex: Executor, runs: Sequence[_RunRecord], *, warmup: int, rtol: floa
         measured_p10_us=summary.p10, measured_p90_us=summary.p90,
         cost_model="calibrated" if calibration is not None else "uncalibrated", warnings=tuple(warnings),
         load_average=load_avg, pinned_cores={names[p]: c for p, c in ex.cores.items()}, transfers=transfers,
-        measured_finish_us=med.finish * 1e6,
+        measured_finish_us=med.finish * 1e6, runtimes=dict(ex.runtimes),
     )
 
 
@@ -756,35 +756,41 @@ def _platform_tables(platform, names: Sequence[str]) -> tuple[list[float], list[
     return overhead, lat, upb
 
 
-def core_map(platform, workers: Sequence[int], available: Sequence[int] | None = None) -> dict[int, tuple[int, ...]]:
-    """Cores for each worker PU: CPU PUs take ``threads`` cores each, in platform order;
-    emulated PUs (which sleep while they "compute") share the next core. With fewer
-    cores than that, assignments wrap around (and then share)."""
+def core_map(platform, workers: Sequence[int], available: Sequence[int] | None = None, *,
+             pin_all: bool = True) -> dict[int, tuple[int, ...]]:
+    """Cores for each worker PU's thread.
+
+    A PU that names its ``cores`` always gets them (only the first when ORT's pool
+    threads take the others: :func:`~partitiontuner.profiling.ort_runtime.caller_cores`).
+    With ``pin_all``, the other workers are placed on the cores no PU names (all
+    ``available`` ones if every core is named): ONNX Runtime PUs take ``threads`` cores
+    each, in platform order; emulated PUs (which sleep while they "compute") share the
+    next core. With fewer cores than that, assignments wrap around (and then share).
+    """
+    devices = platform.devices
+    out: dict[int, tuple[int, ...]] = {}
+    for p in workers:
+        mine = caller_cores(devices[p].ort) if not devices[p].emulated else None
+        if mine is not None:
+            out[p] = mine
+    if not pin_all:
+        return out
     if available is None:
         try:
             available = sorted(os.sched_getaffinity(0))
         except AttributeError:  # not Linux: no pinning
-            return {}
-    cores = list(available)
+            return out
+    named = {c for d in devices if d.cores is not None for c in d.cores}
+    cores = [c for c in available if c not in named] or list(available)
     if not cores:
-        return {}
-    out: dict[int, tuple[int, ...]] = {}
+        return out
     nxt = 0
     for p in workers:
-        d = platform.devices[p]
-        if d.kind == "cpu":
+        d = devices[p]
+        if p not in out and not d.emulated:
             out[p] = tuple(cores[(nxt + t) % len(cores)] for t in range(max(1, d.threads)))
             nxt += max(1, d.threads)
     shared = (cores[nxt % len(cores)],)
     for p in workers:
         out.setdefault(p, shared)
     return out
-
-
-def pin_thread(cores: Sequence[int]) -> None:
-    """Pin the calling thread to ``cores`` (Linux; elsewhere a no-op)."""
-    if hasattr(os, "sched_setaffinity"):
-        try:
-            os.sched_setaffinity(threading.get_native_id(), set(cores))
-        except OSError:  # a core outside this process's cgroup: run unpinned
-            pass

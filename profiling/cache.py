@@ -3,7 +3,7 @@
 An entry is one measured unit (an op, or a group of ops with its internal wiring).
 Its key hashes what the time depends on: the unit's signature (each member's
 :attr:`OpNode.signature` plus how members feed each other), the measurement settings
-(threads, protocol) and the host fingerprint (CPU model and flags, core count, ORT and
+(the PU's threads, providers and cores; the protocol) and the host fingerprint (CPU model and flags, core count, ORT and
 numpy versions, ORT build). A changed machine therefore misses the cache and
 re-profiles; the old entries stay, harmlessly, under their own keys.
 
@@ -33,6 +33,7 @@ from typing import Any
 from partitiontuner.atomic import write_text_atomic
 from partitiontuner.errors import ProfileError
 from partitiontuner.graph import OpGraph
+from partitiontuner.platform import OrtSettings
 from partitiontuner.profiling.cpu_profiler import PROTOCOL, Measurement
 from partitiontuner.safe_io import parse_json, read_text
 
@@ -143,8 +144,12 @@ class ProfileCache:
         self._fresh: set[str] = set()
         self._unwritable = False
 
-    def key(self, signature: str, threads: int) -> str:
-        blob = json.dumps([FORMAT, VERSION, PROTOCOL, signature, {"threads": threads}, self.host], separators=(",", ":"))
+    def key(self, signature: str, threads: int | OrtSettings) -> str:
+        """The entry of unit ``signature`` measured with ``threads`` intra-op threads, or
+        with a PU's full ONNX Runtime settings (providers and cores count where they
+        differ from the defaults: :attr:`OrtSettings.signature`)."""
+        runtime = threads.signature if isinstance(threads, OrtSettings) else {"threads": threads}
+        blob = json.dumps([FORMAT, VERSION, PROTOCOL, signature, runtime, self.host], separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def path(self, key: str) -> Path:

@@ -329,7 +329,7 @@ def _check_missing(graph: OpGraph, platform: Platform, got: Imported, missing: d
     if spec.fill == "measure":
         return
     if spec.fill == "emulator":
-        gaps = {pu: ops for pu, ops in gaps.items() if platform.device(pu).kind == "cpu"}
+        gaps = {pu: ops for pu, ops in gaps.items() if not platform.device(pu).emulated}
         if not gaps:
             return
         hint = "fill=emulator completes NPUs only; use --fill measure to measure CPU ops here"
@@ -347,21 +347,25 @@ def _check_missing(graph: OpGraph, platform: Platform, got: Imported, missing: d
 def _fill(graph: OpGraph, platform: Platform, got: Imported, missing: dict[str, list[int]], spec: ImportSpec, *,
           refresh: bool, progress: bool) -> Profiles:
     """Native profiles of the gaps: NPUs emulated; CPU gaps measured for ``measure``."""
-    from partitiontuner.profiling.build import CpuTable, assemble_profiles, measure_cpu
+    from partitiontuner.profiling.build import (
+        CpuTable,
+        assemble_profiles,
+        measure_cpu,
+        measured_devices,
+    )
     from partitiontuner.profiling.cache import ProfileCache
 
     groups = chain_groups(graph)
-    tables: dict[int, CpuTable] = {}
+    tables: dict = {}
     cache = ProfileCache() if spec.fill == "measure" else None
-    for threads in sorted({d.threads for d in platform.devices if d.kind == "cpu"}):
-        devs = [d for d in platform.devices if d.kind == "cpu" and d.threads == threads]
+    for ort, devs in measured_devices(platform).items():
         ops = sorted({i for d in devs for i in missing[d.name]}) if cache else []
         tgroups = [g for g in groups if all(d.can_run(graph.nodes[i]) for d in devs for i in g)] \
             if cache and any(d.name not in got.values for d in devs) else []
         if ops or tgroups:
-            tables[threads] = measure_cpu(graph, threads, ops, tgroups, cache=cache, refresh=refresh, progress=progress)
+            tables[ort] = measure_cpu(graph, ort, ops, tgroups, cache=cache, refresh=refresh, progress=progress)
         else:
-            tables[threads] = CpuTable(np.full(graph.num_ops, np.nan), np.full(graph.num_ops, np.nan))
+            tables[ort] = CpuTable(np.full(graph.num_ops, np.nan), np.full(graph.num_ops, np.nan))
     return assemble_profiles(graph, platform, tables, groups, source=spec.fill or "", host=cache.host if cache else "")
 
 
