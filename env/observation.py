@@ -109,11 +109,13 @@ class ObservationBuilder:
         self.meta = np.array([n, m, pr.num_pus, 0, ctx.graph_key], dtype=np.int64)
         self._dyn = len(NODE_STATIC)
         self._joinable: set[int] = set()
+        self._current = -1
 
     def reset(self, state: ScheduleState) -> None:
         n = self.ctx.problem.num_ops
         self.x[:n, self._dyn:] = 0.0
         self._joinable = set()
+        self._current = -1
         self._mark_current(state)
 
     def update(self, state: ScheduleState) -> None:
@@ -132,6 +134,11 @@ class ObservationBuilder:
         self._mark_current(state)
 
     def _mark_current(self, state: ScheduleState) -> None:
+        """Mark the suggested op (:attr:`ScheduleState.current`), unmarking the last one
+        (the action may have decided another ready op)."""
+        if self._current >= 0:
+            self.x[self._current, self._dyn + 1] = 0.0
+        self._current = state.current
         if not state.done:
             self.x[state.current, self._dyn + 1] = 1.0
 
