@@ -177,13 +177,14 @@ def rollout(policy, ctx: ProblemContext, episodes: int, generator: torch.Generat
             pu_buf[i] = pu_features(ctx, st, p)
             glob_buf[i] = global_features(ctx, st)
         k = max(len(ops) for ops, _, _ in cands)
-        ops_t = torch.zeros((episodes, k), dtype=torch.long)
-        act_t = torch.zeros((episodes, k * width, len(ACTION)))
-        mask_t = torch.zeros((episodes, k * width), dtype=torch.bool)
+        ops_np = np.zeros((episodes, k), dtype=np.int64)
+        act_np = np.zeros((episodes, k * width, len(ACTION)), dtype=np.float32)
+        mask_np = np.zeros((episodes, k * width), dtype=bool)
         for i, (ops, mask, feats) in enumerate(cands):
-            ops_t[i, : len(ops)] = torch.as_tensor(ops)
-            act_t[i, : len(feats)] = torch.from_numpy(feats)
-            mask_t[i, : len(mask)] = torch.from_numpy(mask)
+            ops_np[i, : len(ops)] = ops
+            act_np[i, : len(feats)] = feats
+            mask_np[i, : len(mask)] = mask
+        ops_t, act_t, mask_t = torch.from_numpy(ops_np), torch.from_numpy(act_np), torch.from_numpy(mask_np)
         pu_t, glob_t = torch.from_numpy(pu_buf.copy()), torch.from_numpy(glob_buf.copy())
         logits, value = policy.heads(h[ops_t], g_rows, pu_t, act_t, mask_t, glob_t)
         actions = logits.argmax(-1)

@@ -24,7 +24,7 @@ Columns (``SCHEMA_VERSION`` changes whenever any list below changes):
   its link to the host; dynamic: when it is free, its open partition;
 * action (:data:`ACTION`), one row per (ready op, PU, join bit), computed with the exact
   incremental schedule: where the op would start and end, the partial
-  makespan after it (also relative to the best action), added work, idle time, the
+  makespan after it (also relative to the op's best action), added work, idle time, the
   saving of a profiled group, the op's latency there, and a static lookahead (how many
   of the following ops of the chain this PU can run, and how much slower than per-op
   best that run would be); and the cost-to-go of the rest of the chain on the PU after
@@ -400,8 +400,10 @@ def action_features(ctx: ProblemContext, state: ScheduleState, ops: list[int], m
     join`` describes putting ``ops[i]`` on ``pu`` (see module docstring); zero rows for
     masked actions.
 
-    The regret columns compare each action with the best allowed action of *any* of
-    ``ops``, so the head's scores of different ready ops are on one scale.
+    The regret columns compare each action with the best allowed action of the *same*
+    op (what a policy that decided one given op at a time learned them as); the
+    absolute columns (end, partial makespan after the action, idle time, work) compare
+    the ready ops with each other.
 
     Args:
         ops: the candidate ops (ready), e.g. :meth:`ScheduleState.ready_ops`.
@@ -420,8 +422,11 @@ def action_features(ctx: ProblemContext, state: ScheduleState, ops: list[int], m
     tau, m = ctx.tau, state.makespan
     run_len, run_slow = ctx.lookahead
     pot_start, pot_through = ctx.fusion_potential
-    min_m = min(c.makespan_us for c in cands.values())
-    min_e = min(c.end_us for c in cands.values())
+    min_m: dict[int, float] = {}
+    min_e: dict[int, float] = {}
+    for (i, _, _), c in cands.items():
+        min_m[i] = min(c.makespan_us, min_m.get(i, math.inf))
+        min_e[i] = min(c.end_us, min_e.get(i, math.inf))
     costs = {(i, q): ctx.dp_costs(state, q, ops[i]) for i, q, _ in cands}
     dp = {a: costs[a[:2]][a[2]] for a in cands}
     dp_pu: dict[tuple[int, int], float] = {}
@@ -429,7 +434,11 @@ def action_features(ctx: ProblemContext, state: ScheduleState, ops: list[int], m
         dp_pu[(i, q)] = min(x, dp_pu.get((i, q), math.inf))
     rate = {a: dp[a] / max(int(ctx.run_length[ops[a[0]], a[1]]), 1) for a in cands}
     finish = {a: cands[a].end_us - cands[a].work_delta_us + dp[a] for a in cands}
-    min_rate, min_finish = min(rate.values()), min(finish.values())
+    min_rate: dict[int, float] = {}
+    min_finish: dict[int, float] = {}
+    for a in cands:
+        min_rate[a[0]] = min(rate[a], min_rate.get(a[0], math.inf))
+        min_finish[a[0]] = min(finish[a], min_finish.get(a[0], math.inf))
     devices = ctx.problem.platform.devices
     host = ctx.problem.host
     for (i, q, b), c in cands.items():
@@ -441,15 +450,15 @@ def action_features(ctx: ProblemContext, state: ScheduleState, ops: list[int], m
         a = (i, q, b)
         out[i * width + 2 * q + b] = (
             1.0, float(b), slog((c.end_us - m) / tau), slog((c.makespan_us - m) / tau),
-            slog((c.makespan_us - min_m) / tau), slog((c.end_us - min_e) / tau), slog(c.idle_us / tau),
+            slog((c.makespan_us - min_m[i]) / tau), slog((c.end_us - min_e[i]) / tau), slog(c.idle_us / tau),
             slog(c.work_delta_us / tau), slog(c.group_saving_us / tau),
             slog((max(pot_start[v, q], pot_through[v, q]) if b else pot_start[v, q]) / tau),
             min(math.log(t / best_t), 5.0) if best_t > 0 else 0.0,
             float(q == host), float(devices[q].kind == "npu"),
             math.log1p(run_len[v, q]) / 3.0, float(run_slow[v, q]),
             math.log1p(len(state.parts[k])) / 3.0 if k >= 0 else 0.0, slog((free - m) / tau),
-            slog((dp[a] - dp_pu[(i, q)]) / tau), slog((rate[a] - min_rate) / tau),
-            slog((finish[a] - min_finish) / tau),
+            slog((dp[a] - dp_pu[(i, q)]) / tau), slog((rate[a] - min_rate[i]) / tau),
+            slog((finish[a] - min_finish[i]) / tau),
         )
     return out
 

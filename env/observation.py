@@ -65,6 +65,8 @@ def observation_space(max_ops: int, max_edges: int, max_pus: int) -> spaces.Dict
 def flat_mask(mask: np.ndarray, max_pus: int) -> np.ndarray:
     """``(num_pus, 2)`` bool -> ``(2 * max_pus,)`` int8 (index ``2 * pu + join``), or
     ``(K, num_pus, 2)`` -> ``(K * 2 * max_pus,)`` (index ``i * 2 * max_pus + 2 * pu + join``)."""
+    if mask.shape[-2] == max_pus:
+        return mask.astype(np.int8).reshape(-1)
     m = mask.reshape(-1, mask.shape[-2], 2)
     out = np.zeros((m.shape[0], max_pus, 2), dtype=np.int8)
     out[:, : m.shape[1]] = m
