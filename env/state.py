@@ -32,8 +32,9 @@ its outputs yet). This one local rule gives three things at once:
 * a valid sequence: nothing that runs after the partition feeds it, so no deadlock
   between the per-PU orders and the data dependencies;
 * exact incremental costs: a partition that nobody depends on can change its start and
-  end without moving any other partition, so every step costs ``O(in-degree + PUs)``
-  and a 10,000-op graph schedules in well under a second.
+  end without moving any other partition, so deciding an op costs
+  ``O(in-degree + PUs)`` (the environment's features then evaluate every ready op's
+  actions, ``O(ready ops x (in-degree + PUs))`` per step).
 
 It gives up nothing (see above): a plan that grows a partition after another one reads
 from it is reached by deciding the partition's ops before the reader's.
@@ -45,7 +46,7 @@ own compiled tables (``work``, ``transfer``, edges). The tests check, after ever
 of random episodes, that :attr:`ScheduleState.makespan` equals ``Simulator.run`` on the
 partial plan, and the environment's final reward is computed by the simulator itself.
 
-Why one file of ~520 lines: :meth:`ScheduleState.apply`, :meth:`~ScheduleState.undo`,
+Why one file of ~560 lines: :meth:`ScheduleState.apply`, :meth:`~ScheduleState.undo`,
 the masks and the incremental costs read and write the same per-partition lists, and
 every field that ``apply`` changes ``undo`` must restore; they change together.
 """
