@@ -2,6 +2,9 @@
 simulator improves on the best of the policy's and the quick heuristics' plans
 (:class:`RLPlanner`; the search is :mod:`partitiontuner.agents.local_search`).
 
+Each step the policy scores every action of every ready op (which op, which PU, join or
+new partition) and the best one (or a sample) is taken, so any valid plan can come out.
+
 Greedy decoding takes the most likely action at every step; with ``samples=K > 1`` it
 also samples ``K - 1`` plans (seeded) and returns the best of all ``K`` by the
 simulator, so sampling is never worse than greedy. All ``K`` episodes have
@@ -240,16 +243,17 @@ def decode(policy, ctx: ProblemContext, samples: int = 1, seed: int = 0) -> list
 class Trajectories:
     """What a recorded :func:`rollout` saw, so that PPO can score its actions again.
 
-    ``n`` steps (the problem's op count) of ``E`` episodes, PU slots padded to ``P``:
-    ``current`` ``(n, E)`` the op decided; ``pu`` ``(n, E, P, len(PU))``; ``actions``
-    ``(n, E, 2P, len(ACTION))``; ``mask`` ``(n, E, 2P)`` bool; ``glob`` ``(n, E,
-    len(GLOBAL))``; ``action`` ``(n, E)`` the action taken; ``logprob`` and ``value``
+    ``n`` steps (the problem's op count) of ``E`` episodes, PU slots padded to ``P``,
+    candidate (ready) ops padded to ``K``: ``ops`` ``(n, E, K)`` the candidate ops;
+    ``pu`` ``(n, E, P, len(PU))``; ``actions`` ``(n, E, K * 2P, len(ACTION))``; ``mask``
+    ``(n, E, K * 2P)`` bool (padding masked); ``glob`` ``(n, E, len(GLOBAL))``;
+    ``action`` ``(n, E)`` the action taken (``i * 2P + 2 * pu + join`` for candidate ``i``); ``logprob`` and ``value``
     ``(n, E)`` under the policy that acted; ``partial_us`` ``(n, E)`` the partial
     makespan before the step (for the shaped reward); ``makespan_us`` ``(E,)`` each
     finished plan's makespan by the simulator.
     """
 
-    current: torch.Tensor
+    ops: torch.Tensor
     pu: torch.Tensor
     actions: torch.Tensor
     mask: torch.Tensor
@@ -287,6 +291,7 @@ def rollout(policy, ctx: ProblemContext, episodes: int, generator: torch.Generat
     """
     pr = ctx.problem
     p = pad_pus or pr.num_pus
+    width = 2 * p
     x = torch.as_tensor(ctx.node_static)
     ei = torch.as_tensor(ctx.edge_index)
     ea = torch.as_tensor(ctx.edge_attr)
@@ -296,51 +301,55 @@ def rollout(policy, ctx: ProblemContext, episodes: int, generator: torch.Generat
     is_greedy = torch.arange(episodes) < greedy
     n = pr.num_ops
     pu_buf = np.zeros((episodes, p, len(PU)), dtype=np.float32)
-    act_buf = np.zeros((episodes, 2 * p, len(ACTION)), dtype=np.float32)
-    mask_buf = np.zeros((episodes, 2 * p), dtype=bool)
     glob_buf = np.zeros((episodes, len(GLOBAL)), dtype=np.float32)
-    current = torch.zeros(episodes, dtype=torch.long)
-    if record:
-        rec_current = torch.zeros((n, episodes), dtype=torch.long)
-        rec_pu = torch.zeros((n, *pu_buf.shape))
-        rec_act = torch.zeros((n, *act_buf.shape))
-        rec_mask = torch.zeros((n, *mask_buf.shape), dtype=torch.bool)
-        rec_glob = torch.zeros((n, *glob_buf.shape))
-        rec_action = torch.zeros((n, episodes), dtype=torch.long)
-        rec_logprob = torch.zeros((n, episodes))
-        rec_value = torch.zeros((n, episodes))
-        rec_partial = torch.zeros((n, episodes), dtype=torch.float64)
-    for step in range(n):
+    steps: list[tuple[torch.Tensor, ...]] = []
+    for _ in range(n):
+        cands = []
         for i, st in enumerate(states):
-            current[i] = st.current
-            mask = st.action_mask()
-            if not mask.any():
-                raise InfeasiblePlanError(f"no PU may run op {pr.graph.nodes[st.current].name!r}")
-            mask_buf[i] = flat_mask(mask, p).astype(bool)
+            ops, masks = st.candidate_masks()
+            if not masks.any():
+                names = ", ".join(repr(pr.graph.nodes[v].name) for v in ops)
+                raise InfeasiblePlanError(f"no PU may run any of the ready ops {names}")
+            cands.append((ops, flat_mask(masks, p).astype(bool), action_features(ctx, st, ops, masks, p)))
             pu_buf[i] = pu_features(ctx, st, p)
-            act_buf[i] = action_features(ctx, st, mask, p)
             glob_buf[i] = global_features(ctx, st)
-            if record:
-                rec_partial[step, i] = st.makespan
-        pu_t, act_t, mask_t, glob_t = (torch.from_numpy(b) for b in (pu_buf, act_buf, mask_buf, glob_buf))
-        logits, value = policy.heads(h[current], g_rows, pu_t, act_t, mask_t, glob_t)
+        k = max(len(ops) for ops, _, _ in cands)
+        ops_np = np.zeros((episodes, k), dtype=np.int64)
+        act_np = np.zeros((episodes, k * width, len(ACTION)), dtype=np.float32)
+        mask_np = np.zeros((episodes, k * width), dtype=bool)
+        for i, (ops, mask, feats) in enumerate(cands):
+            ops_np[i, : len(ops)] = ops
+            act_np[i, : len(feats)] = feats
+            mask_np[i, : len(mask)] = mask
+        ops_t, act_t, mask_t = torch.from_numpy(ops_np), torch.from_numpy(act_np), torch.from_numpy(mask_np)
+        pu_t, glob_t = torch.from_numpy(pu_buf.copy()), torch.from_numpy(glob_buf.copy())
+        logits, value = policy.heads(h[ops_t], g_rows, pu_t, act_t, mask_t, glob_t)
         actions = logits.argmax(-1)
         if greedy < episodes:
             sampled = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=generator).squeeze(-1)
             actions = torch.where(is_greedy, actions, sampled)
         if record:
-            rec_current[step] = current
-            rec_pu[step], rec_act[step], rec_mask[step], rec_glob[step] = pu_t, act_t, mask_t, glob_t
-            rec_action[step] = actions
-            rec_logprob[step] = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
-            rec_value[step] = value
-        for st, a in zip(states, actions.tolist(), strict=True):
-            q, join = divmod(int(a), 2)
-            st.apply(q, bool(join))
+            logprob = torch.log_softmax(logits, dim=-1).gather(1, actions[:, None]).squeeze(1)
+            partial = torch.tensor([st.makespan for st in states], dtype=torch.float64)
+            steps.append((ops_t, pu_t, act_t, mask_t, glob_t, actions, logprob, value, partial))
+        for st, (ops, _, _), a in zip(states, cands, actions.tolist(), strict=True):
+            slot, rest = divmod(int(a), width)
+            q, join = divmod(rest, 2)
+            st.apply(q, bool(join), ops[slot])
     plans = [plan_from_state(ctx, st, "rl") for st in states]
     if not record:
         return plans, None
     makespans = torch.tensor([ctx.sim.plan_makespan(plan) for plan in plans], dtype=torch.float64)
-    traj = Trajectories(rec_current, rec_pu, rec_act, rec_mask, rec_glob, rec_action, rec_logprob, rec_value,
+    k = max(s[0].shape[1] for s in steps)
+    rec_ops = torch.zeros((n, episodes, k), dtype=torch.long)
+    rec_act = torch.zeros((n, episodes, k * width, len(ACTION)))
+    rec_mask = torch.zeros((n, episodes, k * width), dtype=torch.bool)
+    for t, (ops_t, _, act_t, mask_t, *_) in enumerate(steps):
+        rec_ops[t, :, : ops_t.shape[1]] = ops_t
+        rec_act[t, :, : act_t.shape[1]] = act_t
+        rec_mask[t, :, : mask_t.shape[1]] = mask_t
+    rec_pu, rec_glob, rec_action, rec_logprob, rec_value, rec_partial = (
+        torch.stack([s[j] for s in steps]) for j in (1, 4, 5, 6, 7, 8))
+    traj = Trajectories(rec_ops, rec_pu, rec_act, rec_mask, rec_glob, rec_action, rec_logprob, rec_value,
                         rec_partial, makespans)
     return plans, traj
