@@ -96,6 +96,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -128,12 +129,18 @@ EXACT_MAX_OPS = 60
 CHUNKS = 40
 #: below this share of the budget a block gets a quick fallback solution, no search
 MIN_SOLVE_S = 0.1
-#: deterministic mode: CP-SAT deterministic time granted per second of budget (one
-#: worker does about 0.9 per wall second here, measured; the margin lets the
-#: deterministic budget, not the clock, stop a search on a somewhat loaded machine)
-DET_PER_S = 0.6
+#: deterministic mode: CP-SAT deterministic time granted per second of budget. One
+#: worker does 0.15-0.9 deterministic seconds per wall second here (measured on
+#: inception_v2 blocks and a 24-op random DAG at load average 4-10); a low rate lets
+#: the deterministic budget, not the clock, stop most searches, at the price of
+#: leaving wall time unused when the machine is idle
+DET_PER_S = 0.25
 #: share of the budget kept for the work after the search (quick incumbents, simulation)
 RESERVE = 0.05
+#: seconds the RL incumbent may need to load (torch) when it is not loaded yet
+RL_LOAD_S = 10.0
+#: deterministic mode: the RL incumbent joins from this time limit on
+RL_MIN_BUDGET_S = 60.0
 
 
 def verified_cut_vertices(problem: Problem) -> tuple[int, ...]:
@@ -264,6 +271,8 @@ class _Search:
     det_used: float = 0.0
     #: searches that the wall clock stopped before their deterministic budget
     wall_stops: int = 0
+    #: the dynamic program: (edges, cut vertices, gaps, ops per block)
+    dp: tuple = ()
     #: () -> (incumbent, bound) of the whole DP now, in units (set by ``_watch``)
     current: Callable[[], tuple[float, float]] | None = None
 
@@ -353,8 +362,8 @@ class OraclePlanner(Planner):
             parts, value, bound, blocks, ncuts, fused = self._decompose(search)
             relaxed_lb = bound
             mode = "decomposition" if len(blocks) > 1 else "whole-graph"
-            plan = make_plan(problem, parts, self.name)
-            if constrained:
+            plan = None if parts is None else make_plan(problem, parts, self.name)
+            if constrained and plan is not None:
                 try:
                     check_plan_constraints(problem, plan)
                 except InfeasiblePlanError:
@@ -364,15 +373,22 @@ class OraclePlanner(Planner):
                     parts, value, bound = self._constrained(search, parts, relaxed_lb, sim)
                     mode = "constrained"
                     plan = make_plan(problem, parts, self.name)
-        validate_plan(problem, plan)
-        makespan = sim.plan_makespan(plan)
+        makespan, incumbent = math.inf, "search"
+        if plan is not None:
+            validate_plan(problem, plan)
+            makespan = sim.plan_makespan(plan)
         proven = value is not None and bound >= value
-        incumbent = "search"
         if not proven:  # an anytime search should never return worse than the quick planners
-            for name, other in self._heuristic_plans(problem):
+            for name, other in self._heuristic_plans(problem, t0 + budget * 1.1 + 1.0):
                 m = sim.plan_makespan(other)
                 if m < makespan - err:
                     plan, makespan, incumbent = other, m, name
+        if plan is None:  # no time for any block and no quick plan: quick block solutions
+            self._fill_fallbacks(search)
+            parts, value, _, blocks, ncuts, fused = self._decompose_solved(search)
+            plan = make_plan(problem, parts, self.name)
+            validate_plan(problem, plan)
+            makespan = sim.plan_makespan(plan)
         lb_us = max(0.0, min(makespan, tab.to_us(bound) - err))
         gap = max(0.0, (makespan - lb_us) / makespan) if makespan > 0 else 0.0
         info: dict[str, Any] = {
@@ -398,46 +414,104 @@ class OraclePlanner(Planner):
         }
         return make_plan(problem, [(p.ops, p.device) for p in plan.partitions], self.name, info)
 
-    @staticmethod
-    def _heuristic_plans(problem: Problem) -> Iterable[tuple[str, Plan]]:
+    def static_lower_bound_us(self, problem: Problem) -> float:
+        """The lower bound without any search: the dynamic program over the blocks'
+        :func:`~partitiontuner.agents.oracle_bounds.block_lower_bound` (valid for the
+        problem without its global constraints, hence for it too)."""
+        tab = IntTables.build(problem)
+        s = _Search(problem, tab, math.inf, 1)
+        edges, *_ = self._dp_edges(s)
+        bound, _ = _shortest(edges, lambda ref: ref.static_bound)
+        return max(0.0, tab.to_us(bound) - rounding_error_us(problem.num_ops))
+
+    def _heuristic_plans(self, problem: Problem, deadline: float = math.inf) -> Iterable[tuple[str, Plan]]:
         """The quick planners' plans (those that satisfy the problem's constraints):
         incumbents when the search is stopped before proving optimality. The shipped
-        RL policy's greedy plan is one of them when the policy can be loaded."""
+        RL policy's greedy plan is one of them when the policy can be loaded in time:
+        in deterministic mode when the time limit is at least :data:`RL_MIN_BUDGET_S`
+        (a rule on the inputs, not the clock), else when torch is already imported or
+        :data:`RL_LOAD_S` are left before ``deadline`` (importing torch can take longer
+        than a short time limit). Outside deterministic mode no planner starts after
+        ``deadline`` once one plan is in hand."""
         from partitiontuner.agents.registry import quick_planners
 
         planners: list[Planner] = quick_planners()
-        try:
-            from partitiontuner.agents.rl_planner import RLPlanner
+        if self.deterministic:
+            with_rl = self.time_limit_s is None or self.time_limit_s >= RL_MIN_BUDGET_S
+            deadline = math.inf
+        else:
+            with_rl = "torch" in sys.modules or deadline - time.perf_counter() > RL_LOAD_S
+        if with_rl:
+            try:
+                from partitiontuner.agents.rl_planner import RLPlanner
 
-            planners.append(RLPlanner())
-        except (ImportError, ConfigError):
-            pass  # no torch or no shipped policy: the classical incumbents only
+                planners.append(RLPlanner())
+            except (ImportError, ConfigError):
+                pass  # no torch or no shipped policy: the classical incumbents only
+        found = False
         for planner in planners:
+            if found and time.perf_counter() > deadline:
+                break
             try:
                 plan = planner.plan(problem)
                 validate_plan(problem, plan)
                 check_plan_constraints(problem, plan)
             except InfeasiblePlanError:
                 continue
+            found = True
             yield planner.name, plan
 
     # --- decomposition -----------------------------------------------------------------------
-    def _decompose(self, s: _Search) -> tuple[list[tuple[list[int], int]], int, int, list[int], int, int]:
+    def _decompose(self, s: _Search) -> tuple[list[tuple[list[int], int]] | None, int | None, int, list[int], int, int]:
         """Optimum of the problem without global constraints: ``(partitions in
         sequence, value, lower bound, ops per block, cut vertices, fused groups of cut
-        vertices)``; value and bound in units."""
+        vertices)``; value and bound in units; partitions and value ``None`` when a
+        block has no solution yet (the time ran out)."""
+        s.dp = self._dp_edges(s)
+        self._watch(s, s.dp[0])
+        self._solve_all(s)
+        return self._decompose_solved(s)
+
+    def _decompose_solved(self, s: _Search) -> tuple[list[tuple[list[int], int]] | None, int | None, int, list[int], int, int]:
+        """:meth:`_decompose` once the blocks of ``s.dp`` have their results."""
+        edges, cuts, gaps, blocks = s.dp
+        m = len(cuts)
+        if not cuts:
+            ref = edges[0].block
+            r = ref.result
+            if r.infeasible:
+                raise InfeasiblePlanError("no plan satisfies the problem's pins, forbids and supported ops")
+            if r.value is None:
+                return None, None, int(ref.bound), blocks, 0, 0
+            parts = [([op for u in units for op in ref.units[u]], pu) for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0]))]
+            return parts, r.value, int(min(ref.bound, r.value)), blocks, 0, 0
+        lower, _ = _shortest(edges, lambda ref: ref.bound)
+        value, via = _shortest(edges, lambda ref: ref.value)
+        if not math.isfinite(lower):
+            raise InfeasiblePlanError("no plan satisfies the problem's pins, forbids and supported ops")
+        if not math.isfinite(value):  # a block without a solution yet: no plan from the search
+            return None, None, int(lower), blocks, m, 0
+        path = []
+        node = "sink"
+        while node != "source":
+            e = via[node]
+            path.append(e)
+            node = e.src
+        path.reverse()
+        parts = self._assemble(path, cuts, gaps)
+        fused = sum(1 for e in path if e.action[0] in ("start", "merge") and e.action[3] is not None)
+        return parts, int(value), int(min(lower, value)), blocks, m, fused
+
+    def _dp_edges(self, s: _Search) -> tuple[list[_Transition], tuple[int, ...], list[list[int]], list[int]]:
+        """The dynamic program's edges in a topological order, with their blocks
+        registered in ``s.cache`` (not solved yet): ``(edges, cut vertices, gaps, ops
+        per block)``. Without cut vertices, one edge holding the whole graph."""
         problem, tab = s.problem, s.tab
         n, P = problem.num_ops, problem.num_pus
         cuts = decomposition_cut_vertices(verified_cut_vertices(problem), tab.savings)
         if not cuts:
             ref = self._block(s, list(range(n)), None, None)
-            self._watch(s, [_Transition("source", "sink", ref, 0, ("sink",))])
-            self._solve_all(s)
-            r = ref.result
-            parts = [([op for u in units for op in ref.units[u]], pu) for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0]))]
-            if r.value is None:
-                raise InfeasiblePlanError("the oracle found no plan within its time limit")
-            return parts, r.value, int(min(ref.bound, r.value)), [n], 0, 0
+            return [_Transition("source", "sink", ref, 0, ("sink",))], cuts, [list(range(n))], [n]
         m = len(cuts)
         bounds = [-1, *cuts, n]
         gaps = [list(range(bounds[i] + 1, bounds[i + 1])) for i in range(m + 1)]  # gaps[i] before cuts[i]; gaps[m] the tail
@@ -509,22 +583,7 @@ class OraclePlanner(Planner):
             ref = self._block(s, gaps[m], boundary(m - 1, lstate[2]), None)
             edges.append(_Transition(lstate, "sink", ref, 0, ("sink",)))
 
-        self._watch(s, edges)
-        self._solve_all(s)
-        lower, _ = _shortest(edges, lambda ref: ref.bound)
-        value, via = _shortest(edges, lambda ref: ref.value)
-        if not math.isfinite(value):
-            raise InfeasiblePlanError("the oracle found no plan (a block had no solution within the time limit)")
-        path = []
-        node = "sink"
-        while node != "source":
-            e = via[node]
-            path.append(e)
-            node = e.src
-        path.reverse()
-        parts = self._assemble(path, cuts, gaps)
-        fused = sum(1 for e in path if e.action[0] in ("start", "merge") and e.action[3] is not None)
-        return parts, int(value), int(min(lower, value)), blocks, m, fused
+        return edges, cuts, gaps, blocks
 
     def _assemble(self, path: list[_Transition], cuts: tuple[int, ...], gaps: list[list[int]]) -> list[tuple[list[int], int]]:
         """Partitions in an execution sequence from a DP path."""
@@ -618,9 +677,14 @@ class OraclePlanner(Planner):
         state = {"weight": float(sum(weights.values()))}
         lock = threading.Lock()
         det_share: dict[int, float] = {}
-        if s.det_budget is not None:
-            left = max(0.0, s.det_left())
-            det_share = {k: left * min(1.0, s.workers * w / state["weight"]) for k, w in weights.items()}
+        if s.det_budget is not None:  # as limit_for below, with every solve using its share
+            left, total, used, floor = max(0.0, s.det_left()), state["weight"], 0.0, MIN_SOLVE_S * DET_PER_S
+            for h in todo:
+                w = weights[id(h)]
+                rest = left - used / s.workers
+                det_share[id(h)] = 0.0 if rest < floor else max(floor, rest * min(1.0, s.workers * w / total))
+                total -= w
+                used += det_share[id(h)]
 
         def limit_for(head: _BlockRef) -> float:
             with lock:
@@ -632,7 +696,7 @@ class OraclePlanner(Planner):
         def run(head: _BlockRef) -> tuple[_BlockRef, BlockResult, int]:
             det = det_share.get(id(head))
             if det is not None:
-                limit = s.remaining() if det >= MIN_SOLVE_S * DET_PER_S else 0.0
+                limit = s.remaining() if det > 0 else 0.0
             else:
                 limit = limit_for(head) if s.remaining() >= MIN_SOLVE_S else 0.0
             hint = None
@@ -644,14 +708,9 @@ class OraclePlanner(Planner):
                 lb = head.static_bound if head.static_bound > 0 else None
                 res = BlockModel(s.tab, head.units, left, right).solve(limit, 1, hint, lb, s.limits(head, det))
                 count += 1
-            elif det is not None and det >= MIN_SOLVE_S * DET_PER_S:
+            elif det:
                 s.wall_stops += 1  # the clock, not the deterministic budget, left no time
-            if res is None or (res.value is None and not res.infeasible):
-                # no time, or no solution yet: a quick feasible one keeps the DP going
-                fb = BlockModel(s.tab, head.units, left, right).fallback()
-                fb.bound = res.bound if res is not None else 0
-                res = fb
-            return head, res, count
+            return head, res or BlockResult(None, 0, False), count
 
         if s.workers > 1 and len(todo) > 1:
             with ThreadPoolExecutor(max_workers=s.workers) as pool:
@@ -669,6 +728,19 @@ class OraclePlanner(Planner):
                 head.result = res
             else:
                 old.bound = max(old.bound, res.bound)
+
+    def _fill_fallbacks(self, s: _Search) -> None:
+        """A quick feasible solution for every block the search left without one (no
+        time, or none found yet), so the dynamic program has a plan when no quick
+        planner gives one either."""
+        for refs in s.cache.values():
+            head = refs[0]
+            if head.result is None or (head.result.value is None and not head.result.infeasible):
+                bound = 0 if head.result is None else head.result.bound
+                head.result = BlockModel(s.tab, head.units, head.model.left, head.model.right).fallback()
+                head.result.bound = bound
+                for ref in refs[1:]:
+                    ref.result = head.result
 
     # --- global constraints ------------------------------------------------------------------------
     def _constrained(self, s: _Search, relaxed: list[tuple[list[int], int]], relaxed_lb: int, sim: Simulator) -> tuple[list[tuple[list[int], int]], int | None, int]:

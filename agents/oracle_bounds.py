@@ -56,7 +56,7 @@ def op_lower_work(model: BlockModel) -> list[list[float | None]]:
             if any(t is None for t in times):
                 continue
             total = sum(times)
-            for (u, i, _), t in zip(ops, times):
+            for (u, i, _), t in zip(ops, times, strict=True):
                 row = share.setdefault((u, i), [0.0] * P)
                 row[p] = max(row[p], saving[p] * t / total if total > 0 else 0.0)
     lw: list[list[float | None]] = []
