@@ -235,13 +235,15 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of rl sampling / random search")
     p.add_argument("--checkpoint", default=None, help="rl: policy checkpoint (default: the shipped one)")
     p.add_argument("--time-limit", type=float, default=None, help="oracle: time limit in seconds")
+    p.add_argument("--gap", type=float, default=None, help="oracle: stop once proven within this relative gap (e.g. 0.01)")
 
 
 def _planner(args: argparse.Namespace):
     from partitiontuner.agents.registry import make_planner
 
-    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit}
-    accepts = {"rl": {"samples", "seed", "checkpoint"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
+    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
+             "gap": args.gap}
+    accepts = {"rl": {"samples", "seed", "checkpoint"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s", "gap"}}
     options = {}
     for key, value in given.items():
         if value is None:
