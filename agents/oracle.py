@@ -79,14 +79,27 @@ coarser units, the relaxed partitions cut into runs of consecutive ops, which gi
 valid plan but proves optimality only if it reaches the lower bound). With global
 constraints the relaxation gets half of the time limit.
 
-Time limit: a budget shared by the block solves (smallest first, ``workers`` at a
-time, each its share of what is left; unproven blocks get a second chance with the
-leftover time; a block with no time left gets a quick fallback solution, so a plan
-always comes back). A block that was not proven contributes its best bound to the
-lower bound; ``proven_optimal`` holds when the dynamic program over lower bounds
-meets its value.
+Time limit: a budget for the whole ``plan`` call (tables, model building, solves and
+the quick incumbents; :data:`RESERVE` of it is kept for the work after the search).
+The block solves share it, smallest first, ``workers`` at a time, each its weight's
+share; unproven blocks get a second round with what is left; every solve ends by the
+deadline (building its model counts). Deterministic mode (the default, ``workers``
+not given): the shares are CP-SAT deterministic time (:data:`DET_PER_S` per second of
+budget), fixed before the solves start, so which thread finishes first changes
+nothing and two runs give the same bound and plan, unless the wall clock stops a
+search first (``info["reproducible"]`` says so). A block left without a solution
+gives no plan; the quick planners' best plan is returned then (and a quick feasible
+solution per block only when none of them applies). A block that was not proven
+contributes its best bound: the larger of CP-SAT's and the static bound of
+:mod:`partitiontuner.agents.oracle_bounds`, which also enters its model as a lower
+bound on its objective; bounds only grow during a run. ``proven_optimal`` holds when
+the dynamic program over lower bounds meets its value. ``gap``: each block solve
+stops within the relative gap (CP-SAT's ``relative_gap_limit``), which composes: the
+DP over bounds is at least ``(1 - gap)`` times the DP over values, since the shortest
+path over bounds is at least ``(1 - gap)`` times the value of its own path; the
+second round is skipped once the whole DP is within the gap.
 
-Why one file of ~660 lines: the decomposition, the dynamic program joining the block
+Why one file of ~870 lines: the decomposition, the dynamic program joining the block
 optima, the time-budgeted block solves and the whole-graph model for global
 constraints are one exactness argument (above); the per-block model, the larger half,
 already lives in :mod:`partitiontuner.agents.oracle_model`.
@@ -300,7 +313,10 @@ class OraclePlanner(Planner):
             runs out, the best plan found is returned with ``proven_optimal`` false.
         workers: threads: blocks are solved ``workers`` at a time with one CP-SAT
             worker each (faster than several workers on one small model, measured);
-            a whole-graph model gets ``workers`` CP-SAT workers.
+            a whole-graph model gets ``workers`` CP-SAT workers. ``None`` (default):
+            deterministic mode with 2 threads (module docstring).
+        gap: stop once the plan is proven within this relative gap (``None``: 0).
+        progress: print progress lines on stderr (``None``: when it is a terminal).
 
     ``plan.info``: ``proven_optimal``; ``lower_bound_us`` (a true lower bound on the
     optimal simulated makespan, rounding included); ``gap`` = (makespan - lower
@@ -315,7 +331,9 @@ class OraclePlanner(Planner):
     :mod:`partitiontuner.agents.oracle_model`); ``incumbent``: ``search``, or the quick
     planner (the classical ones or the shipped RL policy, greedy) whose plan beat the
     search's when it stopped unproven (the lower bound
-    still comes from the search).
+    still comes from the search); ``deterministic``, ``reproducible`` and
+    ``gap_limit`` (see the module docstring). Times are rounded to 0.001 us, the gap
+    to 6 significant digits.
     """
 
     name = "oracle"
