@@ -241,14 +241,16 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--time-limit", type=float, default=None, help="oracle: time limit in seconds")
     p.add_argument("--budget-s", type=float, default=None, metavar="S",
                    help="rl: seconds of policy-guided search (default 2 s up to 200 ops, more on larger graphs; 0 = the policy alone)")
+    p.add_argument("--gap", type=float, default=None, help="oracle: stop once proven within this relative gap (e.g. 0.01)")
 
 
 def _planner(args: argparse.Namespace):
     from partitiontuner.agents.registry import make_planner
 
     given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
-             "budget_s": args.budget_s}
-    accepts = {"rl": {"samples", "seed", "checkpoint", "budget_s"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
+             "budget_s": args.budget_s, "gap": args.gap}
+    accepts = {"rl": {"samples", "seed", "checkpoint", "budget_s"}, "random": {"samples", "seed"},
+               "oracle": {"time_limit_s", "gap"}}
     options = {}
     for key, value in given.items():
         if value is None:
