@@ -9,8 +9,8 @@ sampled), in draw order. The learner, validation and checkpoints stay in the dri
 * :class:`LocalRollouts`: in this process, one problem after another, every problem
   sampling from ``gen`` in turn. This is the trainer as it was before Ray.
 * :class:`RayRollouts`: ``ray_actors`` :class:`RolloutWorker` actors, each holding a
-  policy copy and a slice of the corpus (the problems shipped once through the object
-  store when the actor starts, their contexts built there). Per iteration the weights
+  policy copy and a slice of the corpus (the problems put in the object store once,
+  fetched by their actor on its first call, their contexts built there). Per iteration the weights
   are put in the object store once (``ray.put(state_dict)``) and every actor with drawn
   problems gets one call. The slices balance the expected work (draw probability x op
   count, longest first), so a draw of the zoo's big models does not land on one actor
@@ -119,24 +119,38 @@ class LocalRollouts:
 class RolloutWorker:
     """A Ray actor's state: a policy copy and the contexts of its slice of the corpus.
 
+    The slice arrives as an object-store reference with every call (wrapped in a list,
+    so Ray passes the reference rather than the problems) and is fetched and turned
+    into contexts on the first call only; an actor restarted after a crash rebuilds
+    them from the same reference, which the driver keeps alive.
+
     Args:
-        problems: ``(corpus index, problem)`` of this actor's slice.
         policy_config: the policy's ``channels``, ``num_layers`` and ``hidden``.
         episodes: episodes per problem.
         threads: torch intra-op threads (the trainer's ``threads``).
         deterministic: ``torch.use_deterministic_algorithms`` (the trainer's setting).
     """
 
-    def __init__(self, problems: Sequence[tuple[int, Problem]], policy_config: dict[str, int], episodes: int,
-                 threads: int, deterministic: bool):
+    def __init__(self, policy_config: dict[str, int], episodes: int, threads: int, deterministic: bool):
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
-        self.contexts = {i: ProblemContext(p) for i, p in problems}
         self.policy = GNNPolicy(**policy_config)
         self.episodes = episodes
+        self.contexts: dict[int, ProblemContext] | None = None
 
-    def collect(self, weights: dict[str, torch.Tensor], jobs: Sequence[tuple[int, torch.Tensor]]) -> list[Trajectories]:
-        """Load ``weights`` and roll out each ``(corpus index, generator state)`` job."""
+    def collect(self, weights: dict[str, torch.Tensor], slice_ref: list, jobs: Sequence[tuple[int, torch.Tensor]]
+                ) -> list[Trajectories]:
+        """Load ``weights`` and roll out each ``(corpus index, generator state)`` job.
+
+        Args:
+            weights: the policy's state dict.
+            slice_ref: ``[ref]``, ``ref`` holding this actor's ``(corpus index, problem)`` pairs.
+            jobs: the problems to roll out, each with the generator state to sample from.
+        """
+        if self.contexts is None:
+            import ray
+
+            self.contexts = {i: ProblemContext(p) for i, p in ray.get(slice_ref[0])}
         self.policy.load_state_dict(weights)
         self.policy.eval()
         trajs = []
@@ -161,7 +175,8 @@ class RayRollouts:
         episodes: episodes per problem.
         policy_config: the policy's ``channels``, ``num_layers`` and ``hidden``.
         actors: how many actors; 0 = one per ``threads`` CPUs of the cluster, at most
-            ``max_actors``; never more than there are problems.
+            ``max_actors``; never more than there are problems. Each asks for ``threads``
+            CPUs, unless there are more actors than CPUs for them: then for none.
         max_actors: the cap of the automatic count (the problems drawn per iteration).
         threads: CPUs (torch threads) of one actor.
         deterministic: the trainer's ``torch_deterministic``.
@@ -188,10 +203,14 @@ class RayRollouts:
             self.episodes = episodes
             slices = balanced_slices([q * n for q, n in zip(draw_probs, self.num_ops, strict=True)], actors)
             self.owner = {i: k for k, s in enumerate(slices) for i in s}
-            actor_cls = ray.remote(worker_cls).options(num_cpus=threads, max_restarts=max_restarts,
+            # more actors than the cluster has CPUs for (asked for explicitly) would wait
+            # forever for CPUs: they then ask for none, spread over the nodes, and share cores
+            fits = actors * threads <= ray.cluster_resources().get("CPU", 0)
+            placement = {"num_cpus": threads} if fits else {"num_cpus": 0, "scheduling_strategy": "SPREAD"}
+            actor_cls = ray.remote(worker_cls).options(**placement, max_restarts=max_restarts,
                                                        max_task_retries=max_restarts)
-            self.workers = [actor_cls.remote(ray.put([(i, problems[i]) for i in s]), dict(policy_config), episodes,
-                                             threads, deterministic) for s in slices]
+            self.slices = [ray.put([(i, problems[i]) for i in s]) for s in slices]
+            self.workers = [actor_cls.remote(dict(policy_config), episodes, threads, deterministic) for _ in slices]
         except BaseException:
             self._session.__exit__(*sys.exc_info())
             raise
@@ -207,7 +226,7 @@ class RayRollouts:
             where.append((k, len(jobs[k])))
             jobs[k].append((i, gen.get_state()))
             skip_sampling(gen, self.num_ops[i], self.episodes)
-        refs = {k: w.collect.remote(weights, jobs[k]) for k, w in enumerate(self.workers) if jobs[k]}
+        refs = {k: w.collect.remote(weights, [self.slices[k]], jobs[k]) for k, w in enumerate(self.workers) if jobs[k]}
         results = {k: get_result(self.ray, ref) for k, ref in refs.items()}
         return [results[k][m] for k, m in where]
 
@@ -218,7 +237,7 @@ class RayRollouts:
         for w in self.workers:
             with contextlib.suppress(Exception):
                 self.ray.kill(w, no_restart=True)
-        self.workers, self.ray = [], None
+        self.workers, self.slices, self.ray = [], [], None
         self._session.__exit__(None, None, None)
 
 
