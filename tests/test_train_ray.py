@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 import torch
 from graphs import build, chain, fork, problem, two_pu_platform
+from test_distributed import ray_local  # noqa: F401 - the fixture
 from test_training import small_problem, tiny_args
 
 from partitiontuner.agents.gnn_policy import GNNPolicy
@@ -156,17 +157,13 @@ def test_unreachable_address_is_one_line_and_exit_2_before_any_work(tmp_path, ca
 
 
 @pytest.fixture(scope="module")
-def ray_local():
-    ray = pytest.importorskip("ray")
+def ray_here(ray_local):  # noqa: F811 - pytest passes the imported fixture
+    """test_distributed's local Ray instance (one per module, 2 CPUs), with this module
+    shipped to the workers by value (they cannot import tests/)."""
     from ray import cloudpickle
 
-    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests/
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="warning")
-    yield ray
-    if started:
-        ray.shutdown()
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    return ray_local
 
 
 def collect_both(problems, drawn, actors, worker_cls=RolloutWorker, **kw):
@@ -190,7 +187,7 @@ def collect_both(problems, drawn, actors, worker_cls=RolloutWorker, **kw):
 
 
 @pytest.mark.parametrize("actors", [1, 3])
-def test_ray_rollouts_are_bit_identical_to_local_for_any_actor_count(ray_local, actors):
+def test_ray_rollouts_are_bit_identical_to_local_for_any_actor_count(ray_here, actors):
     problems = tiny_corpus()
     drawn = np.array([2, 0, 3, 2, 1, 0])
     local, on_ray, again, gen_local, gen_ray, contexts, agent = collect_both(problems, drawn, actors)
@@ -212,7 +209,7 @@ class DiesOnceWorker(RolloutWorker):
         return super().collect(weights, slice_ref, jobs)
 
 
-def test_a_dead_actor_is_restarted_and_its_work_redone(ray_local, tmp_path):
+def test_a_dead_actor_is_restarted_and_its_work_redone(ray_here, tmp_path):
     cls = type("DiesOnce", (DiesOnceWorker,), {"marker": str(tmp_path / "died")})
     problems = tiny_corpus()
     drawn = np.array([0, 1, 2, 3])
@@ -221,7 +218,7 @@ def test_a_dead_actor_is_restarted_and_its_work_redone(ray_local, tmp_path):
     assert_same_trajectories(local, on_ray)
 
 
-def test_train_ray_with_two_actors_equals_the_local_run(ray_local, tmp_path):
+def test_train_ray_with_two_actors_equals_the_local_run(ray_here, tmp_path):
     problems = tiny_corpus()
     kw = dict(total_timesteps=10**6, stop_after_iterations=2, learning_rate=3e-4, problems_per_iteration=4)
     local = train(tiny_args(tmp_path / "local", **kw), log=lambda m: None, problems=problems)
@@ -230,10 +227,12 @@ def test_train_ray_with_two_actors_equals_the_local_run(ray_local, tmp_path):
     assert a.iteration == b.iteration == 2 and a.global_step == b.global_step > 0
     assert weights_digest(local) == weights_digest(on_ray)
     assert str(a.rng) == str(b.rng) and a.optimizer is not None
+    for sa, sb in zip(a.optimizer["state"].values(), b.optimizer["state"].values(), strict=True):
+        assert all(torch.equal(torch.as_tensor(sa[k]), torch.as_tensor(sb[k])) for k in sa)  # resumable either way
     assert progress_rows(tmp_path / "local") == progress_rows(tmp_path / "ray")  # losses, KL, gains: all equal
     assert b.args["ray"] == "local"
     # the actors are gone: a task wanting both CPUs runs
-    assert ray_local.get(ray_local.remote(num_cpus=2)(lambda: 7).remote(), timeout=120) == 7
+    assert ray_here.get(ray_here.remote(num_cpus=2)(lambda: 7).remote(), timeout=120) == 7
 
 
 class StallsWorker(RolloutWorker):
@@ -249,7 +248,7 @@ class StallsWorker(RolloutWorker):
         return super().collect(weights, slice_ref, jobs)
 
 
-def test_ctrl_c_on_ray_saves_the_last_boundary_and_kills_the_actors(ray_local, tmp_path, monkeypatch):
+def test_ctrl_c_on_ray_saves_the_last_boundary_and_kills_the_actors(ray_here, tmp_path, monkeypatch):
     from partitiontuner.training import ray_rollouts
 
     marker = tmp_path / "stalled"
@@ -273,7 +272,7 @@ def test_ctrl_c_on_ray_saves_the_last_boundary_and_kills_the_actors(ray_local, t
     ck = load_checkpoint(out)
     assert ck.iteration == 2 and ck.optimizer and ck.rng is not None  # the boundary before the stalled iteration
     assert not [f.name for f in out.parent.iterdir() if f.name.endswith(".tmp")]
-    assert ray_local.get(ray_local.remote(num_cpus=2)(lambda: 7).remote(), timeout=120) == 7  # the stalled actor is gone
+    assert ray_here.get(ray_here.remote(num_cpus=2)(lambda: 7).remote(), timeout=120) == 7  # the stalled actor is gone
 
 
 # ---------------------------------------------------------------------------------

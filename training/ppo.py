@@ -19,6 +19,11 @@ is encoded once, the head runs once per step on all episodes of the problem). Th
 several times faster than stepping padded ``PartitionTuner-v0`` observations through a
 vector env, and it gives what the baseline needs: episodes of the *same* problem.
 
+Where the rollouts run is one seam, ``workers.collect(agent, drawn, gen)``
+(:mod:`~partitiontuner.training.ray_rollouts`): in this process, or with ``--ray
+[ADDRESS]`` in Ray actors that each hold a policy copy and a slice of the corpus, with
+the same trajectories bit for bit (the module says why); the update stays here.
+
 Advantages (``--baseline``):
 
 * ``greedy`` (default; the greedy-rollout self-critic of Kool et al. 2019,
