@@ -15,11 +15,11 @@ from __future__ import annotations
 import numpy as np
 
 from partitiontuner.agents.base import Planner
-from partitiontuner.agents.repair import finish_plan
-from partitiontuner.agents.runs import runs_in_sequence
 from partitiontuner.errors import InfeasiblePlanError
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan
+from partitiontuner.runs import runs_in_sequence
 
 
 class CpuOnlyPlanner(Planner):

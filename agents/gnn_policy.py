@@ -1,6 +1,8 @@
 """The GNN policy: a message-passing encoder over the op graph, and a head that scores
-every (current op, PU, join bit) action from the op's embedding, the PU's embedding
-and the action's features, so one set of weights serves platforms with 2, 3 or 4 PUs.
+every (ready op, PU, join bit) action from the op's embedding, the graph's, the PU's
+and the action's features, so one set of weights serves platforms with 2, 3 or 4 PUs
+and any number of ready ops: which op to decide next is the argmax (or a sample) over
+all the ready ops' actions at once, scored on one scale.
 
 Encoder choice: GINE-style sum aggregation (Hu et al., "Strategies for Pre-training
 Graph Neural Networks", ICLR 2020, https://arxiv.org/abs/1905.12265) with separate
@@ -19,9 +21,9 @@ so a graph is encoded once per episode (the planner) or once per distinct graph 
 minibatch (PPO); what changes per step (where the inputs are, when each PU is free,
 what each action would cost) reaches the head through the PU and action rows, which
 the environment computes exactly with the simulator. That is what makes a 10,000-op
-graph plan in seconds. The value head reads the pooled graph embedding, the current
-op, the PU embeddings and the global progress features, detached: only the actor's
-loss trains the shared encoder.
+graph plan in seconds. The value head reads the pooled graph embedding, the mean
+embedding of the ready ops, the PU embeddings and the global progress features,
+detached: only the actor's loss trains the shared encoder.
 """
 
 from __future__ import annotations
@@ -163,32 +165,44 @@ class GNNPolicy(nn.Module):
             batch = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
         return self.encoder(x[:, : self.node_columns], edge_index, edge_attr, batch, num_graphs)
 
-    def heads(self, h_op: Tensor, g: Tensor, pu: Tensor, actions: Tensor, mask: Tensor, glob: Tensor) -> tuple[Tensor, Tensor]:
-        """Masked logits ``(B, 2P)`` and values ``(B,)``.
+    def heads(self, h_ops: Tensor, g: Tensor, pu: Tensor, actions: Tensor, mask: Tensor, glob: Tensor) -> tuple[Tensor, Tensor]:
+        """Masked logits ``(B, K * 2P)`` and values ``(B,)``.
+
+        Row ``i * 2P + 2 * pu + join`` of a batch row is the action that puts its
+        ``i``-th candidate op on ``pu``. The actor runs on the allowed rows only (an
+        observation has a row for every op of the graph, most of them not ready).
 
         Args:
-            h_op: ``(B, C)`` embedding of each row's current op.
+            h_ops: ``(B, K, C)`` embeddings of each row's candidate ops (``(B, C)``: one).
             g: ``(B, C)`` graph embedding.
-            pu: ``(B, P, len(PU))``; actions: ``(B, 2P, len(ACTION))``; mask: ``(B, 2P)``
-                bool; glob: ``(B, len(GLOBAL))``.
+            pu: ``(B, P, len(PU))``; actions: ``(B, K * 2P, len(ACTION))``; mask:
+                ``(B, K * 2P)`` bool; glob: ``(B, len(GLOBAL))``.
         """
-        b, p2, _ = actions.shape
+        if h_ops.dim() == 2:
+            h_ops = h_ops.unsqueeze(1)
+        b, rows, _ = actions.shape
+        width = 2 * pu.shape[1]
         pu_emb = self.pu_net(pu)  # (B, P, C)
         pu_valid = pu[..., :1]  # the "valid" column
-        pu_rows = pu_emb.repeat_interleave(2, dim=1)  # (B, 2P, C), row 2p + join
-        ctx = torch.cat([h_op, g], dim=-1).unsqueeze(1).expand(b, p2, -1)
-        logits = self.actor(torch.cat([ctx, pu_rows, actions], dim=-1)).squeeze(-1)
-        logits = torch.where(mask, logits, torch.full_like(logits, MASKED))
+        bi, ai = mask.nonzero(as_tuple=True)
+        slot = torch.div(ai, width, rounding_mode="floor")
+        q = torch.div(ai % width, 2, rounding_mode="floor")
+        inp = torch.cat([h_ops[bi, slot], g[bi], pu_emb[bi, q], actions[bi, ai]], dim=-1)
+        scores = self.actor(inp).squeeze(-1)
+        logits = torch.full((b, rows), MASKED, dtype=scores.dtype, device=scores.device).index_put((bi, ai), scores)
         pu_mean = (pu_emb * pu_valid).sum(1) / pu_valid.sum(1).clamp(min=1.0)
+        ready = mask.view(b, -1, width).any(-1).to(h_ops.dtype).unsqueeze(-1)  # (B, K, 1)
+        h_ready = (h_ops * ready).sum(1) / ready.sum(1).clamp(min=1.0)
         # the critic reads the shared embeddings but does not train them: value errors
         # must not move the actor (it would undo the warm start, and PPO's critic-only
         # warm-up would not be critic-only)
-        value = self.critic(torch.cat([g.detach(), h_op.detach(), pu_mean.detach(), glob], dim=-1)).squeeze(-1)
+        value = self.critic(torch.cat([g.detach(), h_ready.detach(), pu_mean.detach(), glob], dim=-1)).squeeze(-1)
         return logits, value
 
     # --- observations ----------------------------------------------------------------------
     def _encode_rows(self, obs: Mapping[str, Tensor], cache: dict[int, tuple[Tensor, Tensor]] | None) -> tuple[Tensor, Tensor]:
-        """Each row's current-op embedding ``(B, C)`` and graph embedding ``(B, C)``,
+        """Each row's op embeddings ``(B, N, C)`` (``N = max_ops``; rows past the graph's
+        ops repeat its last op, whose actions are masked) and graph embedding ``(B, C)``,
         encoding each distinct graph (by graph key) once."""
         meta = obs["meta"]
         keys = meta[:, 4]
@@ -212,13 +226,15 @@ class GNNPolicy(nn.Module):
         offsets[1:] = torch.cumsum(sizes, 0)[:-1]
         h_all = torch.cat([hp for hp, _ in parts], dim=0)
         g_all = torch.stack([gp for _, gp in parts], dim=0)
-        h_op = h_all[offsets[inverse] + meta[:, 3].long()]
-        return h_op, g_all[inverse]
+        n = meta[:, 0].long().clamp(min=1)
+        local = torch.minimum(torch.arange(obs["x"].shape[1]).unsqueeze(0), (n - 1).unsqueeze(1))  # (B, N)
+        h_ops = h_all[offsets[inverse].unsqueeze(1) + local]
+        return h_ops, g_all[inverse]
 
     def forward(self, obs: Mapping[str, Tensor], cache: dict | None = None) -> tuple[Tensor, Tensor]:
-        """Masked logits ``(B, 2P)`` and values ``(B,)`` of a batched observation."""
-        h_op, g = self._encode_rows(obs, cache)
-        return self.heads(h_op, g, obs["pu"].float(), obs["actions"].float(), obs["action_mask"].bool(), obs["glob"].float())
+        """Masked logits ``(B, N * 2P)`` and values ``(B,)`` of a batched observation."""
+        h_ops, g = self._encode_rows(obs, cache)
+        return self.heads(h_ops, g, obs["pu"].float(), obs["actions"].float(), obs["action_mask"].bool(), obs["glob"].float())
 
     def get_value(self, obs: Mapping[str, Tensor], cache: dict | None = None) -> Tensor:
         return self.forward(obs, cache)[1]

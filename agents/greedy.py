@@ -14,10 +14,10 @@ fused, as for every plan.
 from __future__ import annotations
 
 from partitiontuner.agents.base import Planner
-from partitiontuner.agents.repair import finish_plan
-from partitiontuner.agents.runs import runs_in_sequence
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan
+from partitiontuner.runs import runs_in_sequence
 from partitiontuner.simulate import Simulator
 
 

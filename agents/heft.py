@@ -26,10 +26,10 @@ import bisect
 import numpy as np
 
 from partitiontuner.agents.base import Planner
-from partitiontuner.agents.repair import finish_plan
-from partitiontuner.agents.runs import Parts, maximal_runs, order_partitions
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan
+from partitiontuner.runs import Parts, maximal_runs, order_partitions
 from partitiontuner.simulate import Simulator
 
 

@@ -79,25 +79,46 @@ coarser units, the relaxed partitions cut into runs of consecutive ops, which gi
 valid plan but proves optimality only if it reaches the lower bound). With global
 constraints the relaxation gets half of the time limit.
 
-Time limit: a budget shared by the block solves (smallest first, ``workers`` at a
-time, each its share of what is left; unproven blocks get a second chance with the
-leftover time; a block with no time left gets a quick fallback solution, so a plan
-always comes back). A block that was not proven contributes its best bound to the
-lower bound; ``proven_optimal`` holds when the dynamic program over lower bounds
-meets its value.
+Time limit: a budget for the whole ``plan`` call (tables, model building, solves and
+the quick incumbents; :data:`RESERVE` of it is kept for the work after the search).
+The block solves share it, smallest first, ``workers`` at a time, each its weight's
+share; unproven blocks get a second round with what is left; every solve ends by the
+deadline (building its model counts). Deterministic mode (the default, ``workers``
+not given): the shares are CP-SAT deterministic time (:data:`DET_PER_S` per second of
+budget), fixed before the solves start, so which thread finishes first changes
+nothing and two runs give the same bound and plan, unless the wall clock stops a
+search first (``info["reproducible"]`` says so). A block left without a solution
+gives no plan; the quick planners' best plan is returned then (and a quick feasible
+solution per block only when none of them applies). A block that was not proven
+contributes its best bound: the larger of CP-SAT's and the static bound of
+:mod:`partitiontuner.agents.oracle_bounds`, which also enters its model as a lower
+bound on its objective; bounds only grow during a run. ``proven_optimal`` holds when
+the dynamic program over lower bounds meets its value. ``gap``: each block solve
+stops within the relative gap (CP-SAT's ``relative_gap_limit``), which composes: the
+DP over bounds is at least ``(1 - gap)`` times the DP over values, since the shortest
+path over bounds is at least ``(1 - gap)`` times the value of its own path; the
+second round is skipped once the whole DP is within the gap.
+
+Why one file of ~870 lines: the decomposition, the dynamic program joining the block
+optima, the time-budgeted block solves and the whole-graph model for global
+constraints are one exactness argument (above); the per-block model, the larger half,
+already lives in :mod:`partitiontuner.agents.oracle_model`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import sys
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
 from partitiontuner.agents.base import Planner
+from partitiontuner.agents.oracle_bounds import block_lower_bound
 from partitiontuner.agents.oracle_model import (
     TIME_UNIT_US,
     BlockModel,
@@ -105,8 +126,10 @@ from partitiontuner.agents.oracle_model import (
     Boundary,
     GlobalLimits,
     IntTables,
+    SolveLimits,
     rounding_error_us,
 )
+from partitiontuner.agents.oracle_progress import Progress
 from partitiontuner.branches import cut_vertices
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
 from partitiontuner.plan import Plan, check_plan_constraints, make_plan, validate_plan
@@ -119,6 +142,18 @@ EXACT_MAX_OPS = 60
 CHUNKS = 40
 #: below this share of the budget a block gets a quick fallback solution, no search
 MIN_SOLVE_S = 0.1
+#: deterministic mode: CP-SAT deterministic time granted per second of budget. One
+#: worker does 0.15-0.9 deterministic seconds per wall second here (measured on
+#: inception_v2 blocks and a 24-op random DAG at load average 4-10); a low rate lets
+#: the deterministic budget, not the clock, stop most searches, at the price of
+#: leaving wall time unused when the machine is idle
+DET_PER_S = 0.25
+#: share of the budget kept for the work after the search (quick incumbents, simulation)
+RESERVE = 0.05
+#: seconds the RL incumbent may need to load (torch) when it is not loaded yet
+RL_LOAD_S = 10.0
+#: deterministic mode: the RL incumbent joins from this time limit on
+RL_MIN_BUDGET_S = 60.0
 
 
 def verified_cut_vertices(problem: Problem) -> tuple[int, ...]:
@@ -167,6 +202,21 @@ def decomposition_cut_vertices(cuts: Sequence[int], groups: Iterable[frozenset[i
     return tuple(sorted(kept))
 
 
+def _shortest(edges: list[_Transition], weight: Callable[[_BlockRef], float]) -> tuple[float, dict]:
+    """Shortest source-sink path of the DP (edges in a topological order), each block
+    weighted by ``weight`` (its value, or its lower bound): ``(length, via)``."""
+    dist: dict = {"source": 0}
+    via: dict = {}
+    for e in edges:
+        if e.src not in dist:
+            continue
+        d = dist[e.src] + (0 if e.block is None else weight(e.block)) + e.cost
+        if d < dist.get(e.dst, math.inf):
+            dist[e.dst] = d
+            via[e.dst] = e
+    return dist.get("sink", math.inf), via
+
+
 def _state_key(state: tuple) -> tuple:
     """A sort key for DP states (their fused-ahead sets are frozensets)."""
     return tuple(sorted(x) if isinstance(x, frozenset) else x for x in state)
@@ -179,6 +229,11 @@ class _BlockRef:
     units: list[tuple[int, ...]]
     model: BlockModel
     result: BlockResult | None = None
+    #: :func:`~partitiontuner.agents.oracle_bounds.block_lower_bound`
+    static_bound: int = 0
+    #: best incumbent and bound reported while its search runs (for progress lines)
+    live_value: float = math.inf
+    live_bound: int = 0
 
     @property
     def value(self) -> float:
@@ -186,7 +241,15 @@ class _BlockRef:
 
     @property
     def bound(self) -> float:
-        return math.inf if self.result is None else self.result.bound
+        """The best lower bound known: CP-SAT's and the static one (never below either)."""
+        if self.result is not None and self.result.infeasible:
+            return math.inf
+        return max(self.static_bound, self.live_bound, 0 if self.result is None else self.result.bound)
+
+    def current(self) -> tuple[float, float]:
+        """(incumbent, bound) now, while the search may still run."""
+        value = min(self.value, self.live_value)
+        return value, min(self.bound, value)
 
 
 class _Transition(NamedTuple):
@@ -210,12 +273,36 @@ class _Search:
     tab: IntTables
     deadline: float
     workers: int
+    #: deterministic mode: CP-SAT deterministic time budget (None: wall clock only)
+    det_budget: float | None = None
+    gap: float | None = None
+    progress: Progress | None = None
     cache: dict[tuple, list[_BlockRef]] = field(default_factory=dict)
     solves: int = 0
     cache_hits: int = 0
+    #: deterministic time spent so far, per worker thread
+    det_used: float = 0.0
+    #: searches that the wall clock stopped before their deterministic budget
+    wall_stops: int = 0
+    #: the dynamic program: (edges, cut vertices, gaps, ops per block)
+    dp: tuple = ()
+    #: () -> (incumbent, bound) of the whole DP now, in units (set by ``_watch``)
+    current: Callable[[], tuple[float, float]] | None = None
 
     def remaining(self) -> float:
         return self.deadline - time.perf_counter()
+
+    def det_left(self) -> float:
+        return math.inf if self.det_budget is None else self.det_budget - self.det_used
+
+    def limits(self, ref: _BlockRef | None = None, det_time_s: float | None = None) -> SolveLimits:
+        report = None
+        if ref is not None and self.progress is not None:
+            def report(value: int | None, bound: int) -> None:
+                if value is not None:
+                    ref.live_value = min(ref.live_value, value)
+                ref.live_bound = max(ref.live_bound, bound)
+        return SolveLimits(self.deadline, det_time_s, self.gap, report)
 
 
 class OraclePlanner(Planner):
@@ -226,7 +313,10 @@ class OraclePlanner(Planner):
             runs out, the best plan found is returned with ``proven_optimal`` false.
         workers: threads: blocks are solved ``workers`` at a time with one CP-SAT
             worker each (faster than several workers on one small model, measured);
-            a whole-graph model gets ``workers`` CP-SAT workers.
+            a whole-graph model gets ``workers`` CP-SAT workers. ``None`` (default):
+            deterministic mode with 2 threads (module docstring).
+        gap: stop once the plan is proven within this relative gap (``None``: 0).
+        progress: print progress lines on stderr (``None``: when it is a terminal).
 
     ``plan.info``: ``proven_optimal``; ``lower_bound_us`` (a true lower bound on the
     optimal simulated makespan, rounding included); ``gap`` = (makespan - lower
@@ -241,21 +331,31 @@ class OraclePlanner(Planner):
     :mod:`partitiontuner.agents.oracle_model`); ``incumbent``: ``search``, or the quick
     planner (the classical ones or the shipped RL policy, greedy) whose plan beat the
     search's when it stopped unproven (the lower bound
-    still comes from the search).
+    still comes from the search); ``deterministic``, ``reproducible`` and
+    ``gap_limit`` (see the module docstring). Times are rounded to 0.001 us, the gap
+    to 6 significant digits.
     """
 
     name = "oracle"
 
-    def __init__(self, time_limit_s: float | None = 600.0, workers: int = 2):
+    def __init__(self, time_limit_s: float | None = 600.0, workers: int | None = None, gap: float | None = None,
+                 progress: bool | None = None):
         if time_limit_s is not None and not time_limit_s > 0:
             raise ConfigError(f"oracle time limit must be > 0 seconds, got {time_limit_s}")
-        if workers < 1:
+        if workers is not None and workers < 1:
             raise ConfigError(f"oracle workers must be >= 1, got {workers}")
+        if gap is not None and not 0 <= gap < 1:
+            raise ConfigError(f"oracle gap must be in [0, 1), got {gap}")
         self.time_limit_s = time_limit_s
-        self.workers = workers
+        #: deterministic mode (the default): budgets in CP-SAT deterministic time
+        self.deterministic = workers is None
+        self.workers = 2 if workers is None else workers
+        self.gap = gap
+        self.progress = progress
 
     def __repr__(self) -> str:
-        return f"OraclePlanner(time_limit_s={self.time_limit_s}, workers={self.workers})"
+        workers = "None" if self.deterministic else self.workers
+        return f"OraclePlanner(time_limit_s={self.time_limit_s}, workers={workers}, gap={self.gap})"
 
     # --- entry point ----------------------------------------------------------------------
     def plan(self, problem: Problem) -> Plan:
@@ -266,90 +366,170 @@ class OraclePlanner(Planner):
         """
         t0 = time.perf_counter()
         budget = self.time_limit_s if self.time_limit_s is not None else 1e9
+        search_budget = budget * (1 - RESERVE)
         tab = IntTables.build(problem)
         sim = Simulator(problem)
         err = rounding_error_us(problem.num_ops)
         constrained = not problem.is_unconstrained
-        search = _Search(problem, tab, t0 + (budget / 2 if constrained else budget), self.workers)
-        parts, value, bound, blocks, ncuts, fused = self._decompose(search)
-        relaxed_lb = bound
-        mode = "decomposition" if len(blocks) > 1 else "whole-graph"
-        plan = make_plan(problem, parts, self.name)
-        if constrained:
-            try:
-                check_plan_constraints(problem, plan)
-            except InfeasiblePlanError:
-                search.deadline = t0 + budget
-                parts, value, bound = self._constrained(search, parts, relaxed_lb, sim)
-                mode = "constrained"
-                plan = make_plan(problem, parts, self.name)
-        validate_plan(problem, plan)
-        makespan = sim.plan_makespan(plan)
+        share = 0.5 if constrained else 1.0
+        det = DET_PER_S * search_budget * share if self.deterministic else None
+        search = _Search(problem, tab, t0 + search_budget * share, self.workers, det, self.gap)
+        if Progress.wanted(self.progress):
+            search.progress = Progress()
+        with search.progress or contextlib.nullcontext():
+            parts, value, bound, blocks, ncuts, fused = self._decompose(search)
+            relaxed_lb = bound
+            mode = "decomposition" if len(blocks) > 1 else "whole-graph"
+            plan = None if parts is None else make_plan(problem, parts, self.name)
+            if constrained and plan is not None:
+                try:
+                    check_plan_constraints(problem, plan)
+                except InfeasiblePlanError:
+                    search.deadline = t0 + search_budget
+                    if search.det_budget is not None:
+                        search.det_budget = DET_PER_S * search_budget
+                    parts, value, bound = self._constrained(search, parts, relaxed_lb, sim)
+                    mode = "constrained"
+                    plan = make_plan(problem, parts, self.name)
+        makespan, incumbent = math.inf, "search"
+        if plan is not None:
+            validate_plan(problem, plan)
+            makespan = sim.plan_makespan(plan)
         proven = value is not None and bound >= value
-        incumbent = "search"
         if not proven:  # an anytime search should never return worse than the quick planners
-            for name, other in self._heuristic_plans(problem):
+            for name, other in self._heuristic_plans(problem, t0 + budget * 1.1 + 1.0):
                 m = sim.plan_makespan(other)
                 if m < makespan - err:
                     plan, makespan, incumbent = other, m, name
+        if plan is None:  # no time for any block and no quick plan: quick block solutions
+            self._fill_fallbacks(search)
+            parts, value, _, blocks, ncuts, fused = self._decompose_solved(search)
+            plan = make_plan(problem, parts, self.name)
+            validate_plan(problem, plan)
+            makespan = sim.plan_makespan(plan)
         lb_us = max(0.0, min(makespan, tab.to_us(bound) - err))
+        gap = max(0.0, (makespan - lb_us) / makespan) if makespan > 0 else 0.0
         info: dict[str, Any] = {
             "proven_optimal": proven,
-            "lower_bound_us": lb_us,
-            "gap": max(0.0, (makespan - lb_us) / makespan) if makespan > 0 else 0.0,
-            "makespan_us": makespan,
+            "lower_bound_us": round(lb_us, 3),
+            "gap": float(f"{gap:.6g}"),
+            "makespan_us": round(makespan, 3),
             "blocks": blocks,
-            "solve_time_s": time.perf_counter() - t0,
+            "solve_time_s": round(time.perf_counter() - t0, 3),
             "mode": mode,
             "cut_vertices": ncuts,
             "cut_groups": fused if mode != "constrained" else 0,
             "block_solves": search.solves,
             "cache_hits": search.cache_hits,
             "time_unit_us": TIME_UNIT_US,
-            "rounding_error_us": err,
+            "rounding_error_us": round(err, 6),
             "incumbent": incumbent,
+            "deterministic": self.deterministic,
+            # deterministic mode and no search was cut short by the clock: the same
+            # bound and plan on every run (on any machine of similar speed)
+            "reproducible": self.deterministic and search.wall_stops == 0,
+            "gap_limit": self.gap,
         }
         return make_plan(problem, [(p.ops, p.device) for p in plan.partitions], self.name, info)
 
-    @staticmethod
-    def _heuristic_plans(problem: Problem) -> Iterable[tuple[str, Plan]]:
+    def static_lower_bound_us(self, problem: Problem) -> float:
+        """The lower bound without any search: the dynamic program over the blocks'
+        :func:`~partitiontuner.agents.oracle_bounds.block_lower_bound` (valid for the
+        problem without its global constraints, hence for it too)."""
+        tab = IntTables.build(problem)
+        s = _Search(problem, tab, math.inf, 1)
+        edges, *_ = self._dp_edges(s)
+        bound, _ = _shortest(edges, lambda ref: ref.static_bound)
+        return max(0.0, tab.to_us(bound) - rounding_error_us(problem.num_ops))
+
+    def _heuristic_plans(self, problem: Problem, deadline: float = math.inf) -> Iterable[tuple[str, Plan]]:
         """The quick planners' plans (those that satisfy the problem's constraints):
         incumbents when the search is stopped before proving optimality. The shipped
-        RL policy's greedy plan is one of them when the policy can be loaded."""
+        RL policy's greedy plan is one of them when the policy can be loaded in time:
+        in deterministic mode when the time limit is at least :data:`RL_MIN_BUDGET_S`
+        (a rule on the inputs, not the clock), else when torch is already imported or
+        :data:`RL_LOAD_S` are left before ``deadline`` (importing torch can take longer
+        than a short time limit). Outside deterministic mode no planner starts after
+        ``deadline`` once one plan is in hand."""
         from partitiontuner.agents.registry import quick_planners
 
         planners: list[Planner] = quick_planners()
-        try:
-            from partitiontuner.agents.rl_planner import RLPlanner
+        if self.deterministic:
+            with_rl = self.time_limit_s is None or self.time_limit_s >= RL_MIN_BUDGET_S
+            deadline = math.inf
+        else:
+            with_rl = "torch" in sys.modules or deadline - time.perf_counter() > RL_LOAD_S
+        if with_rl:
+            try:
+                from partitiontuner.agents.rl_planner import RLPlanner
 
-            planners.append(RLPlanner())
-        except (ImportError, ConfigError):
-            pass  # no torch or no shipped policy: the classical incumbents only
+                planners.append(RLPlanner(budget_s=0))  # the policy alone: an incumbent, not a search
+            except (ImportError, ConfigError):
+                pass  # no torch or no shipped policy: the classical incumbents only
+        found = False
         for planner in planners:
+            if found and time.perf_counter() > deadline:
+                break
             try:
                 plan = planner.plan(problem)
                 validate_plan(problem, plan)
                 check_plan_constraints(problem, plan)
             except InfeasiblePlanError:
                 continue
+            found = True
             yield planner.name, plan
 
     # --- decomposition -----------------------------------------------------------------------
-    def _decompose(self, s: _Search) -> tuple[list[tuple[list[int], int]], int, int, list[int], int, int]:
+    def _decompose(self, s: _Search) -> tuple[list[tuple[list[int], int]] | None, int | None, int, list[int], int, int]:
         """Optimum of the problem without global constraints: ``(partitions in
         sequence, value, lower bound, ops per block, cut vertices, fused groups of cut
-        vertices)``; value and bound in units."""
+        vertices)``; value and bound in units; partitions and value ``None`` when a
+        block has no solution yet (the time ran out)."""
+        s.dp = self._dp_edges(s)
+        self._watch(s, s.dp[0])
+        self._solve_all(s)
+        return self._decompose_solved(s)
+
+    def _decompose_solved(self, s: _Search) -> tuple[list[tuple[list[int], int]] | None, int | None, int, list[int], int, int]:
+        """:meth:`_decompose` once the blocks of ``s.dp`` have their results."""
+        edges, cuts, gaps, blocks = s.dp
+        m = len(cuts)
+        if not cuts:
+            ref = edges[0].block
+            r = ref.result
+            if r.infeasible:
+                raise InfeasiblePlanError("no plan satisfies the problem's pins, forbids and supported ops")
+            if r.value is None:
+                return None, None, int(ref.bound), blocks, 0, 0
+            parts = [([op for u in units for op in ref.units[u]], pu) for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0]))]
+            return parts, r.value, int(min(ref.bound, r.value)), blocks, 0, 0
+        lower, _ = _shortest(edges, lambda ref: ref.bound)
+        value, via = _shortest(edges, lambda ref: ref.value)
+        if not math.isfinite(lower):
+            raise InfeasiblePlanError("no plan satisfies the problem's pins, forbids and supported ops")
+        if not math.isfinite(value):  # a block without a solution yet: no plan from the search
+            return None, None, int(lower), blocks, m, 0
+        path = []
+        node = "sink"
+        while node != "source":
+            e = via[node]
+            path.append(e)
+            node = e.src
+        path.reverse()
+        parts = self._assemble(path, cuts, gaps)
+        fused = sum(1 for e in path if e.action[0] in ("start", "merge") and e.action[3] is not None)
+        return parts, int(value), int(min(lower, value)), blocks, m, fused
+
+    def _dp_edges(self, s: _Search) -> tuple[list[_Transition], tuple[int, ...], list[list[int]], list[int]]:
+        """The dynamic program's edges in a topological order, with their blocks
+        registered in ``s.cache`` (not solved yet): ``(edges, cut vertices, gaps, ops
+        per block)``. Without cut vertices, one edge holding the whole graph."""
         problem, tab = s.problem, s.tab
         n, P = problem.num_ops, problem.num_pus
         cuts = decomposition_cut_vertices(verified_cut_vertices(problem), tab.savings)
         if not cuts:
             ref = self._block(s, list(range(n)), None, None)
-            self._solve_all(s)
-            r = ref.result
-            parts = [([op for u in units for op in ref.units[u]], pu) for units, pu, _ in sorted(r.slots, key=lambda x: (x[2], x[0]))]
-            if r.value is None:
-                raise InfeasiblePlanError("the oracle found no plan within its time limit")
-            return parts, r.value, r.bound, [n], 0, 0
+            return [_Transition("source", "sink", ref, 0, ("sink",))], cuts, [list(range(n))], [n]
         m = len(cuts)
         bounds = [-1, *cuts, n]
         gaps = [list(range(bounds[i] + 1, bounds[i + 1])) for i in range(m + 1)]  # gaps[i] before cuts[i]; gaps[m] the tail
@@ -421,35 +601,7 @@ class OraclePlanner(Planner):
             ref = self._block(s, gaps[m], boundary(m - 1, lstate[2]), None)
             edges.append(_Transition(lstate, "sink", ref, 0, ("sink",)))
 
-        self._solve_all(s)
-
-        def shortest(use_bound: bool) -> tuple[float, dict]:
-            dist: dict = {"source": 0}
-            via: dict = {}
-            for e in edges:
-                if e.src not in dist:
-                    continue
-                w = 0 if e.block is None else (e.block.bound if use_bound else e.block.value)
-                d = dist[e.src] + w + e.cost
-                if d < dist.get(e.dst, math.inf):
-                    dist[e.dst] = d
-                    via[e.dst] = e
-            return dist.get("sink", math.inf), via
-
-        lower, _ = shortest(True)
-        value, via = shortest(False)
-        if not math.isfinite(value):
-            raise InfeasiblePlanError("the oracle found no plan (a block had no solution within the time limit)")
-        path = []
-        node = "sink"
-        while node != "source":
-            e = via[node]
-            path.append(e)
-            node = e.src
-        path.reverse()
-        parts = self._assemble(path, cuts, gaps)
-        fused = sum(1 for e in path if e.action[0] in ("start", "merge") and e.action[3] is not None)
-        return parts, int(value), int(min(lower, value)), blocks, m, fused
+        return edges, cuts, gaps, blocks
 
     def _assemble(self, path: list[_Transition], cuts: tuple[int, ...], gaps: list[list[int]]) -> list[tuple[list[int], int]]:
         """Partitions in an execution sequence from a DP path."""
@@ -483,17 +635,43 @@ class OraclePlanner(Planner):
     def _block(self, s: _Search, ops: Sequence[int], left: Boundary | None, right: Boundary | None) -> _BlockRef:
         units = [(v,) for v in ops]
         model = BlockModel(s.tab, units, left, right)
-        ref = _BlockRef(units, model)
         refs = s.cache.setdefault(model.key(), [])
+        ref = _BlockRef(units, model, static_bound=refs[0].static_bound if refs else block_lower_bound(model))
         refs.append(ref)
         return ref
 
+    @staticmethod
+    def _watch(s: _Search, edges: list[_Transition]) -> None:
+        """Let the search's progress line and its gap test see the DP over ``edges``."""
+
+        def current() -> tuple[float, float]:
+            heads = {id(ref): refs[0] for refs in s.cache.values() for ref in refs}
+            value, _ = _shortest(edges, lambda ref: heads[id(ref)].current()[0])
+            bound, _ = _shortest(edges, lambda ref: heads[id(ref)].current()[1])
+            return value, min(bound, value)
+
+        def snapshot() -> tuple[float, float, str]:
+            value, bound = current()
+            done = sum(1 for refs in s.cache.values() if refs[0].result is not None and refs[0].result.proven)
+            return s.tab.to_us(value), s.tab.to_us(bound), f"blocks proven {done}/{len(s.cache)}"
+
+        s.current = current
+        if s.progress is not None:
+            s.progress.snapshot = snapshot
+
     def _solve_all(self, s: _Search) -> None:
-        """Solve every distinct block once, smallest first, sharing the time budget."""
+        """Solve every distinct block once, smallest first, sharing the time budget;
+        unproven blocks get a second round with what is left, unless the global gap
+        (:attr:`gap`) is already reached."""
         pending = sorted(s.cache.values(), key=lambda refs: len(refs[0].units))
         self._solve_round(s, pending)
         unproven = [refs for refs in pending if not refs[0].result.proven]
-        if unproven and s.remaining() > MIN_SOLVE_S:
+        if unproven and s.gap is not None and s.current is not None:
+            value, bound = s.current()
+            if math.isfinite(value) and value - bound <= s.gap * value:
+                unproven = []
+        left = s.det_left() if s.det_budget is not None else s.remaining()
+        if unproven and left > MIN_SOLVE_S and s.remaining() > MIN_SOLVE_S:
             self._solve_round(s, unproven, second=True)
         for refs in pending:
             for ref in refs[1:]:
@@ -504,7 +682,10 @@ class OraclePlanner(Planner):
     def _solve_round(self, s: _Search, pending: list[list[_BlockRef]], second: bool = False) -> None:
         """Solve the heads of ``pending`` on ``s.workers`` threads (CP-SAT releases the
         GIL; one CP-SAT worker per block is faster than several on these small
-        models). Each solve gets its weight's share of the time left."""
+        models). Each solve gets its weight's share of the time left: in deterministic
+        mode a fixed share of the deterministic budget, decided before any solve starts
+        (so it does not depend on which thread finishes first); else its share of the
+        wall time left when it starts. Model building counts against the deadline."""
         todo = [refs[0] for refs in pending]
         for head in todo:
             if not head.units:
@@ -513,6 +694,15 @@ class OraclePlanner(Planner):
         weights = {id(h): max(1, len(h.units)) ** 2 for h in todo}
         state = {"weight": float(sum(weights.values()))}
         lock = threading.Lock()
+        det_share: dict[int, float] = {}
+        if s.det_budget is not None:  # as limit_for below, with every solve using its share
+            left, total, used, floor = max(0.0, s.det_left()), state["weight"], 0.0, MIN_SOLVE_S * DET_PER_S
+            for h in todo:
+                w = weights[id(h)]
+                rest = left - used / s.workers
+                det_share[id(h)] = 0.0 if rest < floor else max(floor, rest * min(1.0, s.workers * w / total))
+                total -= w
+                used += det_share[id(h)]
 
         def limit_for(head: _BlockRef) -> float:
             with lock:
@@ -522,21 +712,23 @@ class OraclePlanner(Planner):
             return max(MIN_SOLVE_S, share)
 
         def run(head: _BlockRef) -> tuple[_BlockRef, BlockResult, int]:
-            limit = limit_for(head) if s.remaining() >= MIN_SOLVE_S else 0.0
+            det = det_share.get(id(head))
+            if det is not None:
+                limit = s.remaining() if det > 0 else 0.0
+            else:
+                limit = limit_for(head) if s.remaining() >= MIN_SOLVE_S else 0.0
             hint = None
             if second and head.result is not None and head.result.value is not None:
                 hint = [([op for u in units for op in head.units[u]], pu) for units, pu, _ in head.result.slots]
             left, right = head.model.left, head.model.right
             res, count = None, 0
-            if limit >= MIN_SOLVE_S:
-                res = BlockModel(s.tab, head.units, left, right).solve(limit, 1, hint)
+            if limit > 0:
+                lb = head.static_bound if head.static_bound > 0 else None
+                res = BlockModel(s.tab, head.units, left, right).solve(limit, 1, hint, lb, s.limits(head, det))
                 count += 1
-            if res is None or (res.value is None and not res.infeasible):
-                # no time, or no solution yet: a quick feasible one keeps the DP going
-                fb = BlockModel(s.tab, head.units, left, right).fallback()
-                fb.bound = res.bound if res is not None else 0
-                res = fb
-            return head, res, count
+            elif det:
+                s.wall_stops += 1  # the clock, not the deterministic budget, left no time
+            return head, res or BlockResult(None, 0, False), count
 
         if s.workers > 1 and len(todo) > 1:
             with ThreadPoolExecutor(max_workers=s.workers) as pool:
@@ -545,6 +737,8 @@ class OraclePlanner(Planner):
             results = [run(h) for h in todo]
         for head, res, count in results:
             s.solves += count
+            s.det_used += res.det_s / s.workers
+            s.wall_stops += int(res.by_wall)
             old = head.result
             if old is None or (res.value is not None and (old.value is None or res.value <= old.value)):
                 if old is not None:
@@ -552,6 +746,19 @@ class OraclePlanner(Planner):
                 head.result = res
             else:
                 old.bound = max(old.bound, res.bound)
+
+    def _fill_fallbacks(self, s: _Search) -> None:
+        """A quick feasible solution for every block the search left without one (no
+        time, or none found yet), so the dynamic program has a plan when no quick
+        planner gives one either."""
+        for refs in s.cache.values():
+            head = refs[0]
+            if head.result is None or (head.result.value is None and not head.result.infeasible):
+                bound = 0 if head.result is None else head.result.bound
+                head.result = BlockModel(s.tab, head.units, head.model.left, head.model.right).fallback()
+                head.result.bound = bound
+                for ref in refs[1:]:
+                    ref.result = head.result
 
     # --- global constraints ------------------------------------------------------------------------
     def _constrained(self, s: _Search, relaxed: list[tuple[list[int], int]], relaxed_lb: int, sim: Simulator) -> tuple[list[tuple[list[int], int]], int | None, int]:
@@ -570,7 +777,10 @@ class OraclePlanner(Planner):
             if all(sum(len(units[u]) for u in {unit_of[v] for v in ops}) == len(ops) for ops, _ in parts)
         ]
         model = BlockModel(tab, units, None, None, limits)
-        res = model.solve(max(MIN_SOLVE_S, s.remaining()), s.workers, expressible[0] if expressible else None, relaxed_lb)
+        det = max(MIN_SOLVE_S, s.det_left()) * s.workers if s.det_budget is not None else None
+        res = model.solve(max(MIN_SOLVE_S, s.remaining()), s.workers, expressible[0] if expressible else None, relaxed_lb,
+                          s.limits(None, det))
+        s.wall_stops += int(res.by_wall)
         s.solves += 1
         best = incumbents[0] if incumbents else None
         if res.value is not None:
@@ -590,11 +800,11 @@ class OraclePlanner(Planner):
 
     def _incumbents(self, problem: Problem, relaxed: list[tuple[list[int], int]], sim: Simulator) -> list[tuple[list[tuple[list[int], int]], float]]:
         """Quick plans that satisfy the constraints, best first: the relaxed optimum
-        repaired by :mod:`partitiontuner.agents.repair` (if that module is there) and
+        repaired by :mod:`partitiontuner.repair` (if that module is there) and
         one partition on one PU."""
         options = []
         try:
-            from partitiontuner.agents.repair import repair
+            from partitiontuner.repair import repair
 
             options.append([(list(ops), int(p)) for ops, p in repair(problem, relaxed, sim)])
         except (ImportError, InfeasiblePlanError):

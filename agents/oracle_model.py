@@ -57,17 +57,22 @@ set of fused groups a partition's integer work, ``sum of rounded op times - sum 
 max(0, rounded sum - rounded group time)``, is within half a unit per op of the true
 one, hence so is its best cover); the oracle's plan
 is therefore within twice that, :func:`rounding_error_us`, of the true optimum.
+
+Why one file of ~840 lines: the formulation above and the code stating it are read
+together; :class:`BlockModel` adds it to CP-SAT one part per method, in the order of
+this docstring, and its integer tables (:class:`IntTables`) exist only for it.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ortools.sat.python import cp_model
 
+from partitiontuner.fusion import cover_dp
 from partitiontuner.problem import Problem
 
 #: the integer time unit of the model, in microseconds (0.1 ns)
@@ -147,7 +152,7 @@ class IntTables:
         # is never needed (swap it for that cover): drop it on that PU, so the CP-SAT
         # models have fewer choices; the best cover of any op set is unchanged
         dominated = {
-            key: [p for p in range(num_pus) if row[p] and _run_cover(run_savings, max_run, key[0], list(range(key[1], key[1] + key[2])), p, skip=key) >= row[p]]
+            key: [p for p in range(num_pus) if row[p] and cover_dp(run_savings, max_run, key[0], list(range(key[1], key[1] + key[2])), p, skip=key)[-1] >= row[p]]
             for key, row in run_savings.items()
         }
         for key, pus in dominated.items():
@@ -191,7 +196,7 @@ class IntTables:
         by_chain: dict[int, list[int]] = {}
         for v in ops:
             by_chain.setdefault(fusion.chain[v], []).append(fusion.pos[v])
-        return sum(_run_cover(self.run_savings, self.max_run, c, sorted(positions), pu) for c, positions in by_chain.items() if len(positions) > 1)
+        return sum(cover_dp(self.run_savings, self.max_run, c, sorted(positions), pu)[-1] for c, positions in by_chain.items() if len(positions) > 1)
 
     def work(self, ops: Sequence[int] | frozenset[int], pu: int) -> int | None:
         """Integer :meth:`Problem.partition_time`: the summed op times minus the best
@@ -203,28 +208,6 @@ class IntTables:
 
     def to_us(self, units: float) -> float:
         return units * self.unit_us
-
-
-def _run_cover(
-    run_savings: dict[tuple[int, int, int], list[int]], max_run: int, chain: int, positions: list[int], pu: int,
-    skip: tuple[int, int, int] | None = None,
-) -> int:
-    """Best total saving on ``pu`` of disjoint groups (runs keyed by (chain, first
-    position, length), ``skip`` excluded) inside the sorted ``positions`` of one chain:
-    a weighted-interval dynamic program."""
-    best = [0] * (len(positions) + 1)
-    for i in range(1, len(positions) + 1):
-        b = best[i - 1]
-        for length in range(2, min(i, max_run) + 1):
-            j = i - length
-            if positions[j] != positions[i - 1] - length + 1:
-                break
-            key = (chain, positions[j], length)
-            s = run_savings.get(key)
-            if s is not None and key != skip and best[j] + s[pu] > b:
-                b = best[j] + s[pu]
-        best[i] = b
-    return best[-1]
 
 
 @dataclass(frozen=True)
@@ -272,6 +255,30 @@ class BlockResult:
     grown_left: tuple[int, ...] = ()
     grown_right: tuple[int, ...] = ()
     wall_s: float = 0.0
+    #: CP-SAT's deterministic time spent (reproducible, unlike ``wall_s``)
+    det_s: float = 0.0
+    #: the search was stopped by the wall clock before its deterministic budget ran out
+    by_wall: bool = False
+
+
+@dataclass(frozen=True)
+class SolveLimits:
+    """How one CP-SAT search stops, beyond its wall-time limit.
+
+    Attributes:
+        deadline: ``time.perf_counter()`` value the search must end by; model building
+            counts against it (the wall limit is cut to what is left after building).
+        det_time_s: CP-SAT's deterministic-time budget: a search stopped by it finds the
+            same incumbent and bound on every run (deterministic mode).
+        gap: stop once (incumbent - bound) / incumbent <= gap (``relative_gap_limit``).
+        on_progress: called with ``(incumbent or None, bound)`` in integer units as the
+            search improves either (from CP-SAT's threads).
+    """
+
+    deadline: float | None = None
+    det_time_s: float | None = None
+    gap: float | None = None
+    on_progress: Callable[[int | None, int], None] | None = None
 
 
 def solve_block(
@@ -378,13 +385,33 @@ class BlockModel:
         return h
 
     # --- model -------------------------------------------------------------------------
+    # Each ``_add_*`` step adds one part of the formulation (module docstring) to
+    # ``self.m``, in this order: the order in which variables and constraints are created
+    # is part of what the solver sees, so it is kept fixed.
     def _build(self) -> None:
         self.m = cp_model.CpModel()
-        m, tab, n, P = self.m, self.tab, len(self.units), self.num_pus
+        self.H = self._horizon()
+        self._add_membership()
+        self._add_slot_pus()
+        self._add_fused_groups()
+        self.share = self._saving_shares()
+        self._add_durations()
+        self._add_boundary()
+        self._add_unit_times()
+        self._add_block_edges()
+        self._add_left_edges()
+        self._add_right_edges()
+        self._add_input_arrivals()
+        self._add_objective()
+        if self.limits is not None:
+            self._add_limits()
+
+    def _add_membership(self) -> None:
+        """``x[v, k]``: unit ``v`` is in the slot opened by unit ``k <= v``; ``a[v]`` /
+        ``b[v]``: ``v`` joins the left / right boundary partition (predecessor- /
+        successor-closed, so the boundary partitions stay convex)."""
+        m, n, P = self.m, len(self.units), self.num_pus
         left, right = self.left, self.right
-        H = self._horizon()
-        self.H = H
-        # membership --------------------------------------------------------------------
         x: dict[tuple[int, int], cp_model.IntVar] = {}
         for v in range(n):
             for k in range(v + 1):
@@ -419,7 +446,13 @@ class BlockModel:
                     m.add_implication(b[u], b[v])
                 else:
                     m.add(b[u] == 0)
-        # slot PUs ------------------------------------------------------------------------
+
+    def _add_slot_pus(self) -> None:
+        """``y[k, p]``: slot ``k`` runs on PU ``p``; ``xz[v, k, p]``: unit ``v`` is in
+        slot ``k`` on ``p``; ``z[v, p]``: unit ``v`` runs on ``p`` (in a slot or a
+        boundary partition)."""
+        m, n, P = self.m, len(self.units), self.num_pus
+        x, a, b, left, right = self.x, self.a, self.b, self.left, self.right
         y: dict[tuple[int, int], cp_model.IntVar] = {}
         for k in range(n):
             if (k, k) not in x:
@@ -466,11 +499,15 @@ class BlockModel:
                     m.add(zv == sum(terms))
                     z[v, p] = zv
         self.z = z
-        # durations and intervals ---------------------------------------------------------------
-        start, end, dur = {}, {}, {}
-        intervals: list[list] = [[] for _ in range(P)]
-        # fused groups: u[G, k, p] fuses G in slot k on PU p (every op of G in slot k);
-        # uA[G] / uB[G] fuse G inside the grown part of the left / right partition
+
+    def _add_fused_groups(self) -> None:
+        """Fused groups: ``u[G, k, p]`` fuses ``G`` in slot ``k`` on PU ``p`` (every op
+        of ``G`` in slot ``k``); ``uA[G]`` / ``uB[G]`` fuse ``G`` inside the grown part of
+        the left / right partition; groups sharing an op are never fused together.
+        Sets ``group_terms`` (per slot: (PU, saving, literal)) and ``a_saving`` /
+        ``b_saving`` (saving terms of the grown boundary parts)."""
+        m, n, P = self.m, len(self.units), self.num_pus
+        x, y, a, b, left, right = self.x, self.y, self.a, self.b, self.left, self.right
         group_terms: dict[int, list] = {k: [] for k in range(n)}
         a_saving: list = []
         b_saving: list = []
@@ -500,44 +537,61 @@ class BlockModel:
         for lits in fused.values():
             if len(lits) > 1:
                 m.add_at_most_one(lits)
-        # a redundant bound on each fused saving: every op's largest share of a group
-        # saving (rounded up); disjoint groups save at most the shares of the ops they
-        # cover, which is tighter than the sum over overlapping groups while the slots
-        # are being decided (faster proofs, measured)
+        self.group_terms, self.a_saving, self.b_saving = group_terms, a_saving, b_saving
+
+    def _saving_shares(self) -> list[list[int]]:
+        """Per unit and PU, the summed largest shares of its ops in a group saving.
+
+        A redundant bound on each fused saving: every op's largest share of a group
+        saving (rounded up); disjoint groups save at most the shares of the ops they
+        cover, which is tighter than the sum over overlapping groups while the slots
+        are being decided (faster proofs, measured).
+        """
+        P = self.num_pus
         op_share: dict[tuple[int, int], list[int]] = {}
         for _members, local, saving in self.groups:
             for op in local:
                 row = op_share.setdefault(op, [0] * P)
                 for p in range(P):
                     row[p] = max(row[p], -(-saving[p] // len(local)))
-        share = [[0] * P for _ in range(n)]
+        share = [[0] * P for _ in range(len(self.units))]
         for (unit, _), row in op_share.items():
             for p in range(P):
                 share[unit][p] += row[p]
+        return share
 
-        def bounded(terms: list, cap: list) -> cp_model.IntVar | int:
-            """The sum of ``terms`` (fused savings), also capped by the shares ``cap``."""
-            if not terms:
-                return 0
-            total = m.new_int_var(0, H, "")
-            m.add(total == sum(terms))
-            m.add(total <= sum(cap))
-            return total
+    def _bounded(self, terms: list, cap: list) -> cp_model.IntVar | int:
+        """The sum of ``terms`` (fused savings), also capped by the shares ``cap``."""
+        if not terms:
+            return 0
+        m = self.m
+        total = m.new_int_var(0, self.H, "")
+        m.add(total == sum(terms))
+        m.add(total <= sum(cap))
+        return total
 
+    def _add_durations(self) -> None:
+        """Per slot: duration = dispatch overhead + its units' times - fused savings
+        (at least one unit when used), start and end, and an optional interval on each
+        PU; slots on one PU do not overlap."""
+        m, tab, n, P, H = self.m, self.tab, len(self.units), self.num_pus, self.H
+        x, y, xz, share = self.x, self.y, self.xz, self.share
+        start, end = {}, {}
+        intervals: list[list] = [[] for _ in range(P)]
         for k in range(n):
             if (k, k) not in x:
                 continue
             d = m.new_int_var(0, H, f"d{k}")
             expr = sum(tab.overhead[p] * y[k, p] for p in range(P) if (k, p) in y)
             expr += sum(self.ut[v][p] * xz[v, k, p] for v in range(k, n) for p in range(P) if (v, k, p) in xz)
-            expr -= bounded([sv * u for _, sv, u in group_terms[k]],
-                            [share[v][p] * xz[v, k, p] for v in range(k, n) for p in range(P) if (v, k, p) in xz and share[v][p]])
+            expr -= self._bounded([sv * u for _, sv, u in self.group_terms[k]],
+                                  [share[v][p] * xz[v, k, p] for v in range(k, n) for p in range(P) if (v, k, p) in xz and share[v][p]])
             m.add(d == expr)
             m.add(d >= 1).only_enforce_if(x[k, k])
             s = m.new_int_var(0, H, f"s{k}")
             e = m.new_int_var(0, H, f"e{k}")
             m.add(e == s + d)
-            start[k], end[k], dur[k] = s, e, d
+            start[k], end[k] = s, e
             for p in range(P):
                 if (k, p) in y:
                     intervals[p].append(m.new_optional_interval_var(s, d, e, y[k, p], f"i{k}_{p}"))
@@ -545,30 +599,46 @@ class BlockModel:
             if len(intervals[p]) > 1:
                 m.add_no_overlap(intervals[p])
         self.start, self.end = start, end
-        # boundary partitions -------------------------------------------------------------------
+
+    def _add_boundary(self) -> None:
+        """``TL``: the work of the left partition's grown part (its end, relative to the
+        reference point); ``SR``: the start of the right boundary partition."""
+        m, left, right, a, H = self.m, self.left, self.right, self.a, self.H
         if left is not None and left.grow and a:
             TL = m.new_int_var(0, H, "TL")
-            m.add(TL == sum(self.ut[v][left.pu] * a[v] for v in a) - bounded(a_saving, [share[v][left.pu] * a[v] for v in a if share[v][left.pu]]))
+            m.add(TL == sum(self.ut[v][left.pu] * a[v] for v in a)
+                  - self._bounded(self.a_saving, [self.share[v][left.pu] * a[v] for v in a if self.share[v][left.pu]]))
         else:
             TL = 0
         SR = m.new_int_var(0, H, "SR") if right is not None else None
         self.TL, self.SR = TL, SR
-        # unit times ------------------------------------------------------------------------------
+
+    def _add_unit_times(self) -> None:
+        """``avail[v]``: when unit ``v``'s outputs exist (its partition's end);
+        ``need[v]``: when its inputs must be there (its partition's start)."""
+        m, n, H = self.m, len(self.units), self.H
+        x, a, b, TL, SR = self.x, self.a, self.b, self.TL, self.SR
         avail, need = {}, {}
         for v in range(n):
             avail[v] = m.new_int_var(0, H, f"A{v}")
             need[v] = m.new_int_var(0, H, f"R{v}")
             for k in range(v + 1):
                 if (v, k) in x:
-                    m.add(avail[v] == end[k]).only_enforce_if(x[v, k])
-                    m.add(need[v] == start[k]).only_enforce_if(x[v, k])
+                    m.add(avail[v] == self.end[k]).only_enforce_if(x[v, k])
+                    m.add(need[v] == self.start[k]).only_enforce_if(x[v, k])
             if v in a:
                 m.add(avail[v] == TL).only_enforce_if(a[v])
                 m.add(need[v] == 0).only_enforce_if(a[v])
             if v in b:
                 m.add(need[v] == SR).only_enforce_if(b[v])
                 m.add(avail[v] == SR).only_enforce_if(b[v])
-        # edges inside the block
+        self.avail, self.need = avail, need
+
+    def _add_block_edges(self) -> None:
+        """Edges inside the block: a consumer in another partition starts after its
+        producer ends, plus the transfer when the two run on different PUs."""
+        m, tab, P = self.m, self.tab, self.num_pus
+        x, a, b, z, avail, need = self.x, self.a, self.b, self.z, self.avail, self.need
         for (u, v), size in self.edges.items():
             same_terms = []
             for k in range(u + 1):
@@ -592,61 +662,79 @@ class BlockModel:
                 for s in range(P):
                     if r != s and (u, r) in z and (v, s) in z:
                         m.add(avail[u] + tab.transfer(r, s, size) <= need[v]).only_enforce_if([z[u, r], z[v, s]])
-        # edges from the left partition
-        if left is not None:
-            p = left.pu
-            for v, size in self.l_edges.items():
-                for s in range(P):
-                    if s != p and (v, s) in z:
-                        m.add(TL + tab.transfer(p, s, size) <= need[v]).only_enforce_if(z[v, s])
-            for k in start:
-                m.add(start[k] >= TL)  # every block op descends from the left cut vertex
-        # edges into the right partition
-        if right is not None:
-            q = right.pu
-            for u, size in self.r_edges.items():
-                for r in range(P):
-                    if (u, r) not in z:
-                        continue
-                    lits = [z[u, r]] + ([b[u].Not()] if u in b else [])
-                    m.add(avail[u] + tab.transfer(r, q, size) <= SR).only_enforce_if(lits)
-            if self.lr_bytes >= 0 and left is not None:
-                m.add(TL + tab.transfer(left.pu, q, self.lr_bytes) <= SR)
-            if left is not None:
-                m.add(SR >= TL)
-            for k in start:
-                m.add(SR >= end[k]).only_enforce_if(x[k, k])  # every block op precedes it
-            if left is None and self.r_in >= 0:
-                m.add(SR >= tab.transfer(tab.host, q, self.r_in))
-        # graph inputs
+
+    def _add_left_edges(self) -> None:
+        """Edges from the left partition, which every block op descends from."""
+        left = self.left
         if left is None:
-            for v in range(n):
-                if self.unit_in[v] >= 0:
-                    for s in range(P):
-                        if s != tab.host and (v, s) in z:
-                            m.add(need[v] >= tab.transfer(tab.host, s, self.unit_in[v])).only_enforce_if(z[v, s])
-        # objective ----------------------------------------------------------------------------------
+            return
+        m, tab, P, z, TL = self.m, self.tab, self.num_pus, self.z, self.TL
+        p = left.pu
+        for v, size in self.l_edges.items():
+            for s in range(P):
+                if s != p and (v, s) in z:
+                    m.add(TL + tab.transfer(p, s, size) <= self.need[v]).only_enforce_if(z[v, s])
+        for k in self.start:
+            m.add(self.start[k] >= TL)  # every block op descends from the left cut vertex
+
+    def _add_right_edges(self) -> None:
+        """Edges into the right partition, which every block op precedes."""
+        right = self.right
+        if right is None:
+            return
+        m, tab, P, z, b, left, TL, SR = self.m, self.tab, self.num_pus, self.z, self.b, self.left, self.TL, self.SR
+        q = right.pu
+        for u, size in self.r_edges.items():
+            for r in range(P):
+                if (u, r) not in z:
+                    continue
+                lits = [z[u, r]] + ([b[u].Not()] if u in b else [])
+                m.add(self.avail[u] + tab.transfer(r, q, size) <= SR).only_enforce_if(lits)
+        if self.lr_bytes >= 0 and left is not None:
+            m.add(TL + tab.transfer(left.pu, q, self.lr_bytes) <= SR)
+        if left is not None:
+            m.add(SR >= TL)
+        for k in self.start:
+            m.add(SR >= self.end[k]).only_enforce_if(self.x[k, k])  # every block op precedes it
+        if left is None and self.r_in >= 0:
+            m.add(SR >= tab.transfer(tab.host, q, self.r_in))
+
+    def _add_input_arrivals(self) -> None:
+        """Graph inputs start on the host at time 0 (only the source block reads them)."""
+        if self.left is not None:
+            return
+        m, tab, P, z = self.m, self.tab, self.num_pus, self.z
+        for v in range(len(self.units)):
+            if self.unit_in[v] >= 0:
+                for s in range(P):
+                    if s != tab.host and (v, s) in z:
+                        m.add(self.need[v] >= tab.transfer(tab.host, s, self.unit_in[v])).only_enforce_if(z[v, s])
+
+    def _add_objective(self) -> None:
+        """The sink block: the makespan (last end, last graph output at the host); any
+        other block: the right partition's start plus the work of its grown part."""
+        m, tab, P, H, TL = self.m, self.tab, self.num_pus, self.H, self.TL
+        left, right, b = self.left, self.right, self.b
         if right is None:
             M = m.new_int_var(0, 2 * H, "makespan")
-            for k in start:
-                m.add(M >= end[k])
+            for k in self.start:
+                m.add(M >= self.end[k])
             m.add(M >= TL)
-            for v in range(n):
+            for v in range(len(self.units)):
                 if self.unit_out[v] >= 0:
                     for r in range(P):
-                        if r != tab.host and (v, r) in z:
-                            m.add(M >= avail[v] + tab.transfer(r, tab.host, self.unit_out[v])).only_enforce_if(z[v, r])
+                        if r != tab.host and (v, r) in self.z:
+                            m.add(M >= self.avail[v] + tab.transfer(r, tab.host, self.unit_out[v])).only_enforce_if(self.z[v, r])
             if left is not None and self.l_out >= 0:
                 m.add(M >= TL + tab.transfer(left.pu, tab.host, self.l_out))
             self.objective = M
         else:
-            grow_cost = sum(self.ut[v][right.pu] * b[v] for v in b) - bounded(b_saving, [share[v][right.pu] * b[v] for v in b if share[v][right.pu]]) if b else 0
+            share = self.share
+            grow_cost = sum(self.ut[v][right.pu] * b[v] for v in b) - self._bounded(self.b_saving, [share[v][right.pu] * b[v] for v in b if share[v][right.pu]]) if b else 0
             obj = m.new_int_var(0, 2 * H, "cost")
-            m.add(obj == SR + grow_cost)
+            m.add(obj == self.SR + grow_cost)
             self.objective = obj
         m.minimize(self.objective)
-        if self.limits is not None:
-            self._add_limits()
 
     def _add_limits(self) -> None:
         m, tab, n, P = self.m, self.tab, len(self.units), self.num_pus
@@ -740,8 +828,14 @@ class BlockModel:
         res.proven, res.bound = False, 0
         return res
 
-    def solve(self, time_limit_s: float, workers: int, hint: Sequence[tuple[Sequence[int], int]] | None = None, lower_bound: int | None = None) -> BlockResult:
-        """Solve with CP-SAT (an empty block is solved in closed form)."""
+    def solve(self, time_limit_s: float, workers: int, hint: Sequence[tuple[Sequence[int], int]] | None = None,
+              lower_bound: int | None = None, limits: SolveLimits | None = None) -> BlockResult:
+        """Solve with CP-SAT (an empty block is solved in closed form).
+
+        ``time_limit_s`` caps the wall time of the search; ``limits`` adds a wall-clock
+        deadline that model building counts against, a deterministic-time budget and a
+        relative gap (see :class:`SolveLimits`).
+        """
         if not self.units:
             return self._trivial()
         self._build()
@@ -749,29 +843,47 @@ class BlockModel:
             self._add_hint(hint)
         if lower_bound is not None:
             self.m.add(self.objective >= lower_bound)
-        return self._run(time_limit_s, workers)
+        return self._run(time_limit_s, workers, limits=limits)
 
-    def _run(self, time_limit_s: float, workers: int, presolve: bool = True, first: bool = False) -> BlockResult:
+    def _run(self, time_limit_s: float, workers: int, presolve: bool = True, first: bool = False,
+             limits: SolveLimits | None = None) -> BlockResult:
         t0 = time.perf_counter()
+        limits = limits or SolveLimits()
+        wall_limit = min(time_limit_s, limits.deadline - t0) if limits.deadline is not None else time_limit_s
         solver = cp_model.CpSolver()
-        solver.parameters.max_time_in_seconds = max(time_limit_s, 0.001)
+        solver.parameters.max_time_in_seconds = max(wall_limit, 0.001)
         solver.parameters.num_workers = max(1, workers)
         solver.parameters.random_seed = 0
+        if limits.det_time_s is not None:
+            solver.parameters.max_deterministic_time = max(limits.det_time_s, 0.001)
+            if workers > 1:  # several workers, one deterministic interleaved search
+                solver.parameters.interleave_search = True
+        if limits.gap is not None:
+            solver.parameters.relative_gap_limit = limits.gap
         # the LP relaxation of these disjunctive models is weak and slow: without it
         # CP-SAT proves the GoogLeNet blocks 5-10x faster (measured)
         solver.parameters.linearization_level = 0
         solver.parameters.cp_model_presolve = presolve
         solver.parameters.stop_after_first_solution = first
-        status = solver.solve(self.m)
+        callback = None
+        if limits.on_progress is not None:
+            callback = _ProgressCallback(limits.on_progress)
+            solver.best_bound_callback = callback.on_bound
+        status = solver.solve(self.m, callback)
         wall = time.perf_counter() - t0
+        det = solver.deterministic_time
+        # stopped by the wall clock, not by the deterministic budget: not reproducible
+        by_wall = limits.det_time_s is not None and status != cp_model.OPTIMAL and status != cp_model.INFEASIBLE \
+            and det < 0.98 * limits.det_time_s and not first
         if status == cp_model.INFEASIBLE:
-            return BlockResult(None, 0, True, infeasible=True, wall_s=wall)
+            return BlockResult(None, 0, True, infeasible=True, wall_s=wall, det_s=det)
         if status not in (cp_model.OPTIMAL, cp_model.FEASIBLE):
             bound = int(math.ceil(solver.best_objective_bound)) if status == cp_model.UNKNOWN else 0
-            return BlockResult(None, max(bound, 0), False, wall_s=wall)
+            return BlockResult(None, max(bound, 0), False, wall_s=wall, det_s=det, by_wall=by_wall)
         value = int(round(solver.objective_value))
-        proven = status == cp_model.OPTIMAL
+        proven = status == cp_model.OPTIMAL and limits.gap is None
         bound = value if proven else int(math.ceil(solver.best_objective_bound - 1e-6))
+        proven = proven or bound >= value
         slots = []
         for k in range(len(self.units)):
             if (k, k) in self.x and solver.boolean_value(self.x[k, k]):
@@ -780,4 +892,18 @@ class BlockModel:
                 slots.append((members, pu, int(solver.value(self.start[k]))))
         grown_l = tuple(v for v in sorted(self.a) if solver.boolean_value(self.a[v]))
         grown_r = tuple(v for v in sorted(self.b) if solver.boolean_value(self.b[v]))
-        return BlockResult(value, min(bound, value), proven, False, slots, grown_l, grown_r, wall)
+        return BlockResult(value, min(bound, value), proven, False, slots, grown_l, grown_r, wall, det, by_wall)
+
+
+class _ProgressCallback(cp_model.CpSolverSolutionCallback):
+    """Passes each new incumbent and bound (integer units) to ``report(value, bound)``."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_solution_callback(self) -> None:
+        self.report(int(round(self.objective_value)), int(math.ceil(self.best_objective_bound - 1e-6)))
+
+    def on_bound(self, bound: float) -> None:
+        self.report(None, int(math.ceil(bound - 1e-6)))

@@ -39,7 +39,7 @@ Modules, in the paper's order, and the choices this implementation makes:
    zoo, so it is gone.
 3. **Graph partitioner.** Partitions are the DP's segments; where a chain's segment
    continues a predecessor chain's segment on the same PU they are merged (maximal
-   runs, :mod:`partitiontuner.agents.runs`: merging never loses a fusion, since
+   runs, :mod:`partitiontuner.runs`: merging never loses a fusion, since
    groups never span chains). Both the merged and the unmerged partitioning are
    built and the simulator keeps the better (unmerged wins after the partition
    scheduler on some models, e.g. inception_v2).
@@ -70,12 +70,15 @@ Modules, in the paper's order, and the choices this implementation makes:
    vertices, one-op chains) greedy sometimes wins.
 
 Global constraints (partition count, memory) are then repaired
-(:mod:`partitiontuner.agents.repair`); pins and forbids restrict the DP's states.
+(:mod:`partitiontuner.repair`); pins and forbids restrict the DP's states.
+
+Why one file of ~600 lines: it is one algorithm of the paper, its four modules in the
+paper's order, each short and each calling the next; split, the choices listed above
+would be separated from the code that makes them.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import math
 from collections.abc import Sequence
@@ -86,8 +89,13 @@ import numpy as np
 from partitiontuner.agents.base import Planner
 from partitiontuner.agents.baselines import npu_first_assignment
 from partitiontuner.agents.greedy import greedy_assignment
-from partitiontuner.agents.repair import finish_plan
-from partitiontuner.agents.runs import (
+from partitiontuner.branches import connected_components, cut_vertices
+from partitiontuner.errors import ConfigError
+from partitiontuner.graph import OpGraph
+from partitiontuner.plan import Plan
+from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan
+from partitiontuner.runs import (
     JoinRule,
     Parts,
     critical_path_key,
@@ -96,11 +104,6 @@ from partitiontuner.agents.runs import (
     partition_edges,
     runs_in_sequence,
 )
-from partitiontuner.branches import connected_components, cut_vertices
-from partitiontuner.errors import ConfigError
-from partitiontuner.graph import OpGraph
-from partitiontuner.plan import Plan
-from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator
 
 #: window op visits (4 per op per scored mapping) the partition scheduler may spend in total
@@ -454,12 +457,13 @@ class _Window:
         self.g = sim.problem.graph
         self.region, self.head, self.tail = region, head, tail
         self.gap = region.gap
-        self.sim = copy.copy(sim)
+        self.sim = sim
         if head is not None:
-            self.sim.in_edges = list(sim.in_edges)
+            in_edges = list(sim.in_edges)
             inside = set(head[0])
             for v in head[0]:
-                self.sim.in_edges[v] = [(u, b) for u, b in sim.in_edges[v] if u in inside]
+                in_edges[v] = [(u, b) for u, b in sim.in_edges[v] if u in inside]
+            self.sim = sim.with_in_edges(in_edges)
         self.size = len(self.gap) + len(head[0] if head else ()) + len(tail[0] if tail else ()) + 1
 
     def makespan(self, pl: Placement, rule: JoinRule, critical_path: bool, parts: Parts | None = None) -> float:

@@ -4,7 +4,7 @@ Each sample draws an allowed PU per op uniformly, a join probability ``q`` unifo
 [0, 1] (each op may join its same-PU predecessors' partition with probability ``q``,
 so samples range from single-op partitions to maximal runs), and a random execution
 sequence (Kahn's algorithm with random priorities). Samples that break a global
-constraint are repaired (:mod:`partitiontuner.agents.repair`). The simulator picks
+constraint are repaired (:mod:`partitiontuner.repair`). The simulator picks
 the best; the seed makes the result reproducible.
 """
 
@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 
 from partitiontuner.agents.base import Planner
-from partitiontuner.agents.repair import needs_repair, repair
-from partitiontuner.agents.runs import maximal_runs, order_partitions
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
 from partitiontuner.plan import Plan, make_plan
 from partitiontuner.problem import Problem
+from partitiontuner.repair import needs_repair, repair
+from partitiontuner.runs import maximal_runs, order_partitions
 from partitiontuner.simulate import Simulator
 
 

@@ -12,8 +12,11 @@ command line can pass every flag it has):
                    (int, default 256)
 ``heft``           none
 ``random``         ``samples`` (int >= 1, default 200), ``seed`` (int >= 0, default 0)
-``oracle``         ``time_limit_s`` (float > 0)
-``rl``             ``checkpoint`` (path), ``samples`` (int >= 1), ``seed`` (int >= 0)
+``oracle``         ``time_limit_s`` (float > 0), ``gap`` (float in [0, 1)), ``workers``
+                   (int >= 1; default: deterministic mode), ``progress`` (bool)
+``rl``             ``checkpoint`` (path), ``samples`` (int >= 1), ``seed`` (int >= 0),
+                   ``budget_s`` (float >= 0; default 2 s up to 200 ops, growing with
+                   the op count; 0 = the policy alone, no search)
 =================  ==================================================================
 
 ``oracle`` and ``rl`` are imported only when requested, so the registry works before
@@ -58,9 +61,13 @@ OPTIONS: dict[str, dict[str, str]] = {
     },
     "heft": {},
     "random": {"samples": "number of random plans (default 200)", "seed": "random seed (default 0)"},
-    "oracle": {"time_limit_s": "stop after this many seconds and report the gap to the lower bound"},
+    "oracle": {"time_limit_s": "stop after this many seconds and report the gap to the lower bound",
+               "gap": "stop once the plan is proven within this relative gap (e.g. 0.01)",
+               "workers": "solver threads on the wall clock (default: 2, deterministic and reproducible)",
+               "progress": "print incumbent, bound and gap on stderr during long solves (default: when a terminal)"},
     "rl": {"checkpoint": "policy checkpoint (default: the shipped one)", "samples": "sampled plans, best kept",
-           "seed": "sampling seed"},
+           "seed": "sampling seed",
+           "budget_s": "seconds of policy-guided search (default 2 s up to 200 ops, more on larger graphs; 0 = the policy alone)"},
 }
 
 
@@ -113,6 +120,14 @@ def _check_values(method: str, given: dict[str, Any]) -> None:
             raise ConfigError(f"{method}: seed must be a non-negative integer, got {v!r}")
         if k == "time_limit_s" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
             raise ConfigError(f"{method}: the time limit must be a positive number of seconds, got {v!r}")
+        if k == "budget_s" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
+            raise ConfigError(f"{method}: the search budget must be a number of seconds >= 0, got {v!r}")
+        if k == "gap" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1):
+            raise ConfigError(f"{method}: the gap must be a number in [0, 1), got {v!r}")
+        if k == "workers" and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"{method}: workers must be a positive integer, got {v!r}")
+        if k == "progress" and not isinstance(v, bool):
+            raise ConfigError(f"{method}: progress must be true or false, got {v!r}")
         if k == "switch_penalty_us" and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0):
             raise ConfigError(f"{method}: switch_penalty_us must be a number >= 0, got {v!r}")
         if k == "parallel" and not isinstance(v, bool):

@@ -1,15 +1,24 @@
-"""Benchmark of the RL planner against the oracle and the baselines (issue 7's targets).
+"""Benchmark of the RL planner against the best plan known (issue 16's targets).
 
-Per model and platform: makespans of rl greedy, rl best-of-K, the oracle (exact; its
-proof status is reported), greedy, npu-first and partitiontuner; each as a ratio to the
-oracle; planning times. Suites:
+Per instance: the policy alone (greedy decode, ``budget_s=0``), the default
+``plan --method rl`` (policy-guided search with its default budget), each quick
+heuristic (``npu-first``, ``greedy``, ``partitiontuner``, ``heft``) and their best
+(the heuristic portfolio); each as a ratio to the best plan known (the oracle's where
+it proved optimality; otherwise the best of every plan here). The summary gives, per
+suite and overall, geometric means and worst cases of the three ratios, and the
+policy alone against the portfolio: wins / ties / losses (ties within 1e-6 relative).
+The cost model (calibrated or not) and the profiles of every instance are reported.
+
+Suites:
 
 * ``zoo``: the eleven built-in models on a platform (default ``cpu-npu``; fixture
   profiles), split into the training models and the unseen ones;
 * ``zero-shot``: the zoo on ``cpu-2npu`` and ``big-little-npu`` (never trained on);
+* ``suite``: the test split of the benchmark suite (:mod:`suite`; labels from
+  ``results/suite_labels.json``), modelled profiles;
 * ``pytorch``: models of unseen families exported from PyTorch (MobileNetV2, a
   transformer with explicit attention heads, a U-Net), profiled on this machine;
-* ``speed``: greedy planning time of ResNet-50 and of a 10,000-op generated graph.
+* ``speed``: default planning time of ResNet-50 and of a 10,000-op generated graph.
 
 Oracle results are cached in a JSON file (``--oracle-cache``), since the exact search
 takes minutes on the larger graphs; a cached entry is used only for the same model
@@ -21,15 +30,15 @@ travel with their profiles, so the ``pytorch`` suite's are measured here, once.
 Usage::
 
     python benchmarks/bench_rl.py                         # all suites, shipped policy
-    python benchmarks/bench_rl.py --suites zoo --checkpoint runs/ppo/policy-best.pt
+    python benchmarks/bench_rl.py --suites zoo --models alexnet squeezenet --oracle-time-limit 30
     python benchmarks/bench_rl.py --ray                   # oracle labels as Ray tasks
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -39,24 +48,23 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT.parent / "tests"))  # tests/models.py: the PyTorch modules
+sys.path.insert(0, str(ROOT))  # suite.py
 
-from partitiontuner.agents.registry import make_planner  # noqa: E402
+from suite import SuiteLabels, build_suite, problem_key  # noqa: E402
+
+from partitiontuner.agents.registry import QUICK_METHODS, make_planner  # noqa: E402
 from partitiontuner.atomic import write_text_atomic  # noqa: E402
+from partitiontuner.calibrate import cost_model_of  # noqa: E402
 from partitiontuner.distributed import run_jobs  # noqa: E402
+from partitiontuner.errors import InfeasiblePlanError  # noqa: E402
 from partitiontuner.problem import Problem  # noqa: E402
 from partitiontuner.simulate import Simulator  # noqa: E402
 from partitiontuner.workflow import ProblemSpec, load_problem  # noqa: E402
 from partitiontuner.zoo import UNSEEN_MODELS, ZOO  # noqa: E402
 
-BASELINES = ("greedy", "npu-first", "partitiontuner")
-
-
-def problem_key(pr: Problem) -> str:
-    h = hashlib.sha256()
-    h.update(pr.graph.content_hash.encode())
-    h.update(pr.platform.name.encode())
-    h.update(np.ascontiguousarray(np.round(pr.profiles.op_latency_us, 3)).tobytes())
-    return h.hexdigest()[:16]
+HEURISTICS = QUICK_METHODS
+#: relative difference under which two makespans tie
+TIE = 1e-6
 
 
 class OracleCache:
@@ -107,34 +115,95 @@ def solve_label(job: LabelJob) -> dict:
             "proven_optimal": bool(plan.info.get("proven_optimal", False))}
 
 
-def timed(planner, pr: Problem) -> tuple[float, float]:
+def timed(planner, pr: Problem) -> tuple[float, float, dict]:
     t = time.perf_counter()
     plan = planner.plan(pr)
-    return Simulator(pr).plan_makespan(plan), time.perf_counter() - t
+    return Simulator(pr).plan_makespan(plan), time.perf_counter() - t, dict(plan.info)
 
 
-def bench_problem(pr: Problem, label: str, oracle: OracleCache, rl_greedy, rl_best, split: str) -> dict:
-    row: dict = {"model": label, "platform": pr.platform.name, "split": split, "ops": pr.num_ops}
-    row["rl_us"], row["rl_time_s"] = timed(rl_greedy, pr)
-    row["rl_best_us"], row["rl_best_time_s"] = timed(rl_best, pr)
-    for m in BASELINES:
-        row[f"{m}_us"], _ = timed(make_planner(m), pr)
-    o = oracle.get(pr)
-    row["oracle_us"], row["oracle_time_s"], row["oracle_proven"] = o["makespan_us"], o["time_s"], o["proven_optimal"]
-    # the oracle must never be beaten; if a plan beats it (e.g. an oracle written for an
-    # older cost model), ratios are reported against the best plan known and it is flagged
-    row["best_known_us"] = min(row["oracle_us"], row["rl_us"], row["rl_best_us"], *(row[f"{m}_us"] for m in BASELINES))
-    row["oracle_beaten"] = row["best_known_us"] < row["oracle_us"] * (1 - 1e-9)
-    for k in ("rl", "rl_best", *BASELINES):
+def bench_problem(pr: Problem, label: str, oracle: OracleCache | None, rl_policy, rl_search, split: str,
+                  known: dict | None = None) -> dict:
+    """One instance: every ratio to the best plan known. ``known`` (a suite label) may
+    carry a best-known makespan and the oracle's bound instead of the oracle cache."""
+    row: dict = {"model": label, "platform": pr.platform.name, "split": split, "ops": pr.num_ops,
+                 "profiles": pr.profiles.source, "cost_model": cost_model_of(pr)}
+    row["policy_us"], row["policy_time_s"], _ = timed(rl_policy, pr)
+    row["rl_us"], row["rl_time_s"], info = timed(rl_search, pr)
+    row["rl_winner"] = info.get("winner")
+    for m in HEURISTICS:
+        try:
+            row[f"{m}_us"], _, _ = timed(make_planner(m), pr)
+        except InfeasiblePlanError:
+            row[f"{m}_us"] = math.inf
+    row["heuristic_us"] = min(row[f"{m}_us"] for m in HEURISTICS)
+    row["heuristic_method"] = min(HEURISTICS, key=lambda m: row[f"{m}_us"])
+    if known is not None:
+        row["oracle_us"], row["oracle_proven"] = known.get("oracle_us"), bool(known.get("proven_optimal"))
+        row["label_us"] = known.get("best_known_us")
+    elif oracle is not None:
+        o = oracle.get(pr)
+        row["oracle_us"], row["oracle_time_s"], row["oracle_proven"] = o["makespan_us"], o["time_s"], o["proven_optimal"]
+    else:
+        row["oracle_us"], row["oracle_proven"] = None, False
+    found = [row["policy_us"], row["rl_us"], row["heuristic_us"]]
+    found += [x for x in (row["oracle_us"], row.get("label_us")) if x is not None]
+    row["best_known_us"] = min(found)
+    # the oracle must never be beaten; if a plan beats a proven oracle (e.g. a label
+    # from an older cost model) the row is flagged
+    row["oracle_beaten"] = bool(row["oracle_proven"] and row["best_known_us"] < row["oracle_us"] * (1 - 1e-9))
+    for k in ("policy", "rl", "heuristic", *HEURISTICS):
         row[f"{k}_ratio"] = row[f"{k}_us"] / row["best_known_us"]
-    row["rl_not_worse_than_baselines"] = all(row["rl_us"] <= row[f"{m}_us"] * (1 + 1e-9) for m in BASELINES)
-    print(f"  {label:14s} {pr.platform.name:15s} rl {row['rl_ratio']:.4f}  best-of-K {row['rl_best_ratio']:.4f}  "
-          + "  ".join(f"{m} {row[f'{m}_ratio']:.4f}" for m in BASELINES)
-          + f"  (oracle {row['oracle_us']:.0f} us{'' if row['oracle_proven'] else ' unproven'}"
-          + (f", BEATEN: best known {row['best_known_us']:.0f} us" if row["oracle_beaten"] else "")
-          + f"; rl {row['rl_time_s']:.2f}s)",
-          flush=True)
+    row["policy_vs_portfolio"] = compare(row["policy_us"], row["heuristic_us"])
+    print(f"  {label:16s} {pr.platform.name:15s} policy {row['policy_ratio']:.4f}  rl {row['rl_ratio']:.4f} "
+          f"(winner {row['rl_winner']})  heuristics {row['heuristic_ratio']:.4f} ({row['heuristic_method']})  "
+          f"[{row['policy_vs_portfolio']}; best known {row['best_known_us']:.0f} us"
+          f"{' proven' if row['oracle_proven'] else ''}{', ORACLE BEATEN' if row['oracle_beaten'] else ''}; "
+          f"rl {row['rl_time_s']:.2f}s]", flush=True)
     return row
+
+
+def compare(a: float, b: float) -> str:
+    """``win`` if ``a`` is shorter than ``b`` (beyond :data:`TIE`), ``loss`` if longer, else ``tie``."""
+    if a < b * (1 - TIE):
+        return "win"
+    return "loss" if a > b * (1 + TIE) else "tie"
+
+
+def geomean(xs: list[float]) -> float:
+    return float(math.exp(sum(math.log(x) for x in xs) / len(xs))) if xs else math.nan
+
+
+def summarise(rows: list[dict]) -> dict:
+    """Geometric means, worst cases and the policy's wins / ties / losses against the
+    heuristic portfolio, for ``rows``."""
+    out: dict = {"instances": len(rows)}
+    for k in ("policy", "rl", "heuristic"):
+        ratios = [r[f"{k}_ratio"] for r in rows]
+        worst = max(rows, key=lambda r: r[f"{k}_ratio"]) if rows else None
+        out[f"{k}_geomean"] = geomean(ratios)
+        out[f"{k}_worst"] = worst[f"{k}_ratio"] if worst else math.nan
+        out[f"{k}_worst_instance"] = f"{worst['model']}@{worst['platform']}" if worst else None
+    for verdict, key in (("win", "policy_wins"), ("tie", "policy_ties"), ("loss", "policy_losses")):
+        out[key] = sum(r["policy_vs_portfolio"] == verdict for r in rows)
+    differ = out["policy_wins"] + out["policy_losses"]
+    out["policy_win_share_where_different"] = out["policy_wins"] / differ if differ else math.nan
+    winners: dict[str, int] = {}
+    for r in rows:
+        winners[r["rl_winner"]] = winners.get(r["rl_winner"], 0) + 1
+    out["rl_winners"] = winners
+    out["cost_models"] = sorted({r["cost_model"] for r in rows})
+    out["profiles"] = sorted({r["profiles"] for r in rows})
+    return out
+
+
+def print_summary(name: str, s: dict) -> None:
+    if not s["instances"]:
+        return
+    print(f"{name}: {s['instances']} instances ({', '.join(s['cost_models'])} cost model; profiles {', '.join(s['profiles'])})")
+    for k, what in (("policy", "policy alone (greedy)"), ("rl", "plan --method rl (search)"), ("heuristic", "best heuristic")):
+        print(f"  {what:28s} geomean {s[f'{k}_geomean']:.4f}  worst {s[f'{k}_worst']:.4f} ({s[f'{k}_worst_instance']})")
+    print(f"  policy alone vs heuristic portfolio: {s['policy_wins']} wins / {s['policy_ties']} ties / "
+          f"{s['policy_losses']} losses; rl winners {s['rl_winners']}")
 
 
 def pytorch_problems(platform: str) -> list[tuple[str, Problem]]:
@@ -216,37 +285,49 @@ def pytorch_problems(platform: str) -> list[tuple[str, Problem]]:
     return out
 
 
-def speed(rl_greedy) -> list[dict]:
+def speed(rl_search) -> list[dict]:
     from partitiontuner.training.corpus import fit_cpu_model, modelled_problem
 
     rows = []
     pr = load_problem(ProblemSpec(model="resnet50", profiles="fixture", progress=False))
-    _, t = timed(rl_greedy, pr)
-    rows.append({"case": "resnet50 greedy", "ops": pr.num_ops, "time_s": t, "target_s": 1.0})
+    _, t, _ = timed(rl_search, pr)
+    rows.append({"case": "resnet50 plan --method rl", "ops": pr.num_ops, "time_s": t, "target_s": 2.0})
     from partitiontuner import synthetic
     from partitiontuner.platform import load_platform
 
     rng = np.random.default_rng(0)
     g = synthetic.random_graph(rng, 10_000)
     big = modelled_problem(g, load_platform("cpu-npu"), fit_cpu_model())
-    _, t = timed(rl_greedy, big)
-    rows.append({"case": "10,000-op generated graph greedy", "ops": big.num_ops, "time_s": t, "target_s": 10.0})
+    _, t, _ = timed(rl_search, big)
+    rows.append({"case": "10,000-op generated graph plan --method rl", "ops": big.num_ops, "time_s": t, "target_s": 30.0})
     for r in rows:
-        print(f"  {r['case']}: {r['time_s']:.2f}s (target < {r['target_s']:.0f}s)", flush=True)
+        print(f"  {r['case']}: {r['time_s']:.2f}s (target <= {r['target_s']:.0f}s)", flush=True)
     return rows
 
 
-def markdown(rows: list[dict], speed_rows: list[dict], k: int, oracle_limit_s: float) -> str:
-    lines = [f"Ratios to the oracle (time limit {oracle_limit_s:.0f} s per problem; `proven` says whether it proved "
-             "optimality). Where some plan beat an unproven oracle plan, ratios are to the best plan known "
-             "(marked *).", "",
-             f"| model | platform | split | ops | rl greedy | rl best-of-{k} | greedy | npu-first | partitiontuner | oracle us (proven) | rl time s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+def markdown(rows: list[dict], summaries: dict[str, dict], speed_rows: list[dict], meta: dict) -> str:
+    lines = [f"Ratios to the best plan known (the oracle's where proven, time limit {meta['oracle_time_limit_s']:.0f} s; "
+             "else the best of every plan in the row). `policy` = greedy decode alone; `rl` = default "
+             "`plan --method rl` (policy-guided search); `heuristics` = best of "
+             f"{', '.join(HEURISTICS)}. Checkpoint `{meta['checkpoint']}`.", "",
+             "| suite | instances | cost model | profiles | policy geomean / worst | rl geomean / worst | "
+             "heuristics geomean / worst | policy vs heuristics W/T/L | rl winners |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, s in summaries.items():
+        if not s["instances"]:
+            continue
+        lines.append(f"| {name} | {s['instances']} | {', '.join(s['cost_models'])} | {', '.join(s['profiles'])} | "
+                     f"{s['policy_geomean']:.4f} / {s['policy_worst']:.4f} | {s['rl_geomean']:.4f} / {s['rl_worst']:.4f} | "
+                     f"{s['heuristic_geomean']:.4f} / {s['heuristic_worst']:.4f} | "
+                     f"{s['policy_wins']}/{s['policy_ties']}/{s['policy_losses']} | "
+                     + ", ".join(f"{k} {v}" for k, v in sorted(s["rl_winners"].items())) + " |")
+    lines += ["", "| model | platform | split | ops | policy | rl (winner) | heuristics (best) | best known us | rl time s |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['platform']} | {r['split']} | {r['ops']} | {r['rl_ratio']:.4f} | {r['rl_best_ratio']:.4f} | "
-                     f"{r['greedy_ratio']:.4f} | {r['npu-first_ratio']:.4f} | {r['partitiontuner_ratio']:.4f} | "
-                     f"{r['oracle_us']:.0f} ({'yes' if r['oracle_proven'] else 'no'}){' *' if r['oracle_beaten'] else ''} | "
-                     f"{r['rl_time_s']:.2f} |")
+        lines.append(f"| {r['model']} | {r['platform']} | {r['split']} | {r['ops']} | {r['policy_ratio']:.4f} | "
+                     f"{r['rl_ratio']:.4f} ({r['rl_winner']}) | {r['heuristic_ratio']:.4f} ({r['heuristic_method']}) | "
+                     f"{r['best_known_us']:.0f}{' (proven)' if r['oracle_proven'] else ''}"
+                     f"{' ORACLE BEATEN' if r['oracle_beaten'] else ''} | {r['rl_time_s']:.2f} |")
     if speed_rows:
         lines += ["", "| speed case | ops | time s | target s |", "|---|---|---|---|"]
         lines += [f"| {r['case']} | {r['ops']} | {r['time_s']:.2f} | {r['target_s']:.0f} |" for r in speed_rows]
@@ -256,11 +337,14 @@ def markdown(rows: list[dict], speed_rows: list[dict], k: int, oracle_limit_s: f
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--checkpoint", default=None, help="policy checkpoint (default: the shipped one)")
-    p.add_argument("--samples", type=int, default=64, help="K of best-of-K (default 64)")
-    p.add_argument("--suites", nargs="+", default=["zoo", "zero-shot", "pytorch", "speed"],
-                   choices=["zoo", "zero-shot", "pytorch", "speed"])
-    p.add_argument("--platform", default="cpu-npu", help="platform of the zoo suite")
+    p.add_argument("--budget-s", type=float, default=None, help="rl search budget (default: the planner's default)")
+    p.add_argument("--suites", nargs="+", default=["zoo", "zero-shot", "suite", "pytorch", "speed"],
+                   choices=["zoo", "zero-shot", "suite", "pytorch", "speed"])
+    p.add_argument("--platform", default="cpu-npu", help="platform of the zoo and pytorch suites")
     p.add_argument("--models", nargs="+", default=list(ZOO), help="zoo models")
+    p.add_argument("--suite-split", default="test", choices=["train", "validation", "test"], help="split of the suite")
+    p.add_argument("--suite-limit", type=int, default=None, help="only the first N instances of the suite split")
+    p.add_argument("--suite-labels", default=str(ROOT / "results" / "suite_labels.json"))
     p.add_argument("--oracle-time-limit", type=float, default=600.0)
     p.add_argument("--oracle-cache", default=str(ROOT / "results" / "oracle_cache.json"))
     p.add_argument("--out", default=str(ROOT / "results" / "bench_rl"), help="writes OUT.json and OUT.md")
@@ -268,36 +352,48 @@ def main(argv: list[str] | None = None) -> int:
                    help="solve the missing oracle labels as Ray tasks: a local Ray instance, or the cluster at ADDRESS")
     args = p.parse_args(argv)
 
-    rl_greedy = make_planner("rl", checkpoint=args.checkpoint, samples=1)
-    rl_best = make_planner("rl", checkpoint=args.checkpoint, samples=args.samples, seed=0)
+    rl_policy = make_planner("rl", checkpoint=args.checkpoint, budget_s=0)
+    rl_search = make_planner("rl", checkpoint=args.checkpoint, budget_s=args.budget_s)
     oracle = OracleCache(Path(args.oracle_cache), args.oracle_time_limit)
-    suites: list[tuple[str, list[tuple[str, Problem, str]]]] = []  # (heading, [(label, problem, split)])
+    suites: list[tuple[str, list[tuple[str, Problem, str, dict | None]]]] = []  # (name, [(label, problem, split, known)])
     if "zoo" in args.suites:
-        suites.append((f"zoo on {args.platform}:", [
+        suites.append((f"zoo on {args.platform}", [
             (m, load_problem(ProblemSpec(model=m, platform=args.platform, profiles="fixture", progress=False)),
-             "unseen" if m in UNSEEN_MODELS else "train") for m in args.models]))
+             "unseen" if m in UNSEEN_MODELS else "train", None) for m in args.models]))
     if "zero-shot" in args.suites:
         for plat in ("cpu-2npu", "big-little-npu"):
-            suites.append((f"zero-shot on {plat}:", [
-                (m, load_problem(ProblemSpec(model=m, platform=plat, profiles="fixture", progress=False)), "zero-shot")
+            suites.append((f"zero-shot on {plat}", [
+                (m, load_problem(ProblemSpec(model=m, platform=plat, profiles="fixture", progress=False)), "zero-shot", None)
                 for m in args.models]))
+    if "suite" in args.suites:
+        labels = SuiteLabels(Path(args.suite_labels))
+        insts = build_suite(split=args.suite_split, limit=args.suite_limit)
+        suites.append((f"suite {args.suite_split} split", [
+            (inst.name, inst.problem(), args.suite_split, labels.get(inst)) for inst in insts]))
     if "pytorch" in args.suites:
-        suites.append((f"PyTorch exports on {args.platform} (measured profiles):",
-                       [(name, pr, "pytorch") for name, pr in pytorch_problems(args.platform)]))
+        suites.append((f"PyTorch exports on {args.platform} (measured profiles)",
+                       [(name, pr, "pytorch", None) for name, pr in pytorch_problems(args.platform)]))
     if args.ray is not None:
-        oracle.fill([pr for _, problems in suites for _, pr, _ in problems], args.ray)
+        oracle.fill([pr for _, problems in suites for _, pr, _, known in problems if known is None], args.ray)
     rows: list[dict] = []
-    for heading, problems in suites:
-        print(heading)
-        for label, pr, split in problems:
-            rows.append(bench_problem(pr, label, oracle, rl_greedy, rl_best, split))
-    speed_rows = speed(rl_greedy) if "speed" in args.suites else []
+    summaries: dict[str, dict] = {}
+    for name, problems in suites:
+        print(f"{name}:")
+        mine = [bench_problem(pr, label, oracle if known is None else None, rl_policy, rl_search, split, known)
+                for label, pr, split, known in problems]
+        rows += mine
+        summaries[name] = summarise(mine)
+    summaries["all"] = summarise(rows)
+    for name, s in summaries.items():
+        print_summary(name, s)
+    speed_rows = speed(rl_search) if "speed" in args.suites else []
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    meta = {"checkpoint": str(rl_greedy.checkpoint), "samples": args.samples, "suites": args.suites,
+    meta = {"checkpoint": str(rl_search.checkpoint), "budget_s": args.budget_s, "suites": args.suites,
             "oracle_time_limit_s": args.oracle_time_limit}
-    out.with_suffix(".json").write_text(json.dumps({"meta": meta, "rows": rows, "speed": speed_rows}, indent=1))
-    out.with_suffix(".md").write_text(markdown(rows, speed_rows, args.samples, args.oracle_time_limit))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out.with_suffix(".json"), json.dumps({"meta": meta, "summary": summaries, "rows": rows,
+                                                            "speed": speed_rows}, indent=1, default=str))
+    write_text_atomic(out.with_suffix(".md"), markdown(rows, summaries, speed_rows, meta))
     print(f"wrote {out.with_suffix('.md')} and {out.with_suffix('.json')}")
     return 0
 

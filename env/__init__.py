@@ -26,7 +26,8 @@ from .features import (
     ProblemContext,
 )
 from .observation import graphs_to_batch, obs_to_data, observation_space
-from .scheduling_env import PartitionTunerEnv, finish_plan, load_env_problem
+from .replay import actions_for_plan
+from .scheduling_env import PartitionTunerEnv, load_env_problem, plan_from_state
 from .state import ScheduleState, visit_order
 
 ENV_ID = "PartitionTuner-v0"
@@ -35,7 +36,7 @@ if ENV_ID not in gym.registry:
     gym.register(id=ENV_ID, entry_point="partitiontuner.env.scheduling_env:PartitionTunerEnv")
 
 __all__ = [
-    "ACTION", "EDGE", "ENV_ID", "GLOBAL", "MAX_PUS", "NODE_DYNAMIC", "NODE_STATIC", "PU", "SCHEMA_VERSION",
-    "PartitionTunerEnv", "ProblemContext", "ScheduleState", "finish_plan", "graphs_to_batch", "load_env_problem",
+    "ACTION", "EDGE", "actions_for_plan", "ENV_ID", "GLOBAL", "MAX_PUS", "NODE_DYNAMIC", "NODE_STATIC", "PU", "SCHEMA_VERSION",
+    "PartitionTunerEnv", "ProblemContext", "ScheduleState", "plan_from_state", "graphs_to_batch", "load_env_problem",
     "obs_to_data", "observation_space", "visit_order",
 ]

@@ -22,9 +22,9 @@ Columns (``SCHEMA_VERSION`` changes whenever any list below changes):
 * edge (:data:`EDGE`): tensor bytes, transfer time over the links;
 * PU (:data:`PU`): kind, host, dispatch overhead, how many ops it can run and how fast,
   its link to the host; dynamic: when it is free, its open partition;
-* action (:data:`ACTION`), one row per (PU, join bit), computed with the exact
-  incremental schedule: where the current op would start and end, the partial
-  makespan after it (also relative to the best action), added work, idle time, the
+* action (:data:`ACTION`), one row per (ready op, PU, join bit), computed with the exact
+  incremental schedule: where the op would start and end, the partial
+  makespan after it (also relative to the op's best action), added work, idle time, the
   saving of a profiled group, the op's latency there, and a static lookahead (how many
   of the following ops of the chain this PU can run, and how much slower than per-op
   best that run would be); and the cost-to-go of the rest of the chain on the PU after
@@ -332,15 +332,16 @@ class ProblemContext:
                 run_save[p, i] = best
         return run_sum, run_save
 
-    def dp_costs(self, state: ScheduleState, p: int) -> tuple[float, float]:
-        """What the rest of the current op's run on ``p`` costs if it opens a new
-        partition there, and if it (and the run) join ``p``'s open partition instead
-        (also keeping groups that start inside that partition and go on through the
-        run); ``inf`` for a join that is not possible."""
-        v = state.current
+    def dp_costs(self, state: ScheduleState, p: int, v: int | None = None) -> tuple[float, float]:
+        """What the rest of ready op ``v``'s run (default the current op) on ``p`` costs
+        if it opens a new partition there, and if it (and the run) join ``p``'s open
+        partition instead (also keeping groups that start inside that partition and go
+        on through the run); ``inf`` for a join that is not possible."""
+        if v is None:
+            v = state.current
         i = int(self.position[v])
         run_sum, run_save = self.dp_table
-        new = run_sum[p, i] - run_save[p, i] + self.sim.overhead[p]
+        new = self.sim.finish(0.0, run_sum[p, i] - run_save[p, i], p)
         k = state.open[p]
         if k < 0:
             return new, math.inf
@@ -393,52 +394,71 @@ def pu_features(ctx: ProblemContext, state: ScheduleState, max_pus: int) -> np.n
     return out
 
 
-def action_features(ctx: ProblemContext, state: ScheduleState, mask: np.ndarray, max_pus: int) -> np.ndarray:
-    """``(2 * max_pus, len(ACTION))`` float32, row ``2 * pu + join`` (see module docstring).
+def action_features(ctx: ProblemContext, state: ScheduleState, ops: list[int], masks: np.ndarray,
+                    max_pus: int) -> np.ndarray:
+    """``(len(ops) * 2 * max_pus, len(ACTION))`` float32: row ``i * 2 * max_pus + 2 * pu +
+    join`` describes putting ``ops[i]`` on ``pu`` (see module docstring); zero rows for
+    masked actions.
+
+    The regret columns compare each action with the best allowed action of the *same*
+    op (what a policy that decided one given op at a time learned them as); the
+    absolute columns (end, partial makespan after the action, idle time, work) compare
+    the ready ops with each other.
 
     Args:
-        mask: ``(num_pus, 2)`` bool, the allowed actions.
+        ops: the candidate ops (ready), e.g. :meth:`ScheduleState.ready_ops`.
+        masks: ``(len(ops), num_pus, 2)`` bool, their allowed actions.
     """
-    out = np.zeros((2 * max_pus, len(ACTION)), dtype=np.float32)
-    v = state.current
-    if v < 0:
+    width = 2 * max_pus
+    out = np.zeros((len(ops) * width, len(ACTION)), dtype=np.float32)
+    cands = {}
+    for i, v in enumerate(ops):
+        for q in range(state.num_pus):
+            for b in (0, 1):
+                if masks[i, q, b]:
+                    cands[(i, q, b)] = state.evaluate(q, bool(b), v)
+    if not cands:
         return out
     tau, m = ctx.tau, state.makespan
     run_len, run_slow = ctx.lookahead
     pot_start, pot_through = ctx.fusion_potential
-    best_t = ctx.best_time[v]
-    cands = {}
-    for q in range(state.num_pus):
-        for b in (0, 1):
-            if mask[q, b]:
-                cands[(q, b)] = state.evaluate(q, bool(b))
-    if not cands:
-        return out
-    min_m = min(c.makespan_us for c in cands.values())
-    min_e = min(c.end_us for c in cands.values())
-    costs = {q: ctx.dp_costs(state, q) for q, _ in cands}
-    dp = {a: costs[a[0]][a[1]] for a in cands}
-    dp_pu = {q: min(x for (r, _), x in dp.items() if r == q) for q, _ in cands}
-    rate = {a: dp[a] / max(int(ctx.run_length[v, a[0]]), 1) for a in cands}
+    min_m: dict[int, float] = {}
+    min_e: dict[int, float] = {}
+    for (i, _, _), c in cands.items():
+        min_m[i] = min(c.makespan_us, min_m.get(i, math.inf))
+        min_e[i] = min(c.end_us, min_e.get(i, math.inf))
+    costs = {(i, q): ctx.dp_costs(state, q, ops[i]) for i, q, _ in cands}
+    dp = {a: costs[a[:2]][a[2]] for a in cands}
+    dp_pu: dict[tuple[int, int], float] = {}
+    for (i, q, _), x in dp.items():
+        dp_pu[(i, q)] = min(x, dp_pu.get((i, q), math.inf))
+    rate = {a: dp[a] / max(int(ctx.run_length[ops[a[0]], a[1]]), 1) for a in cands}
     finish = {a: cands[a].end_us - cands[a].work_delta_us + dp[a] for a in cands}
-    min_rate, min_finish = min(rate.values()), min(finish.values())
+    min_rate: dict[int, float] = {}
+    min_finish: dict[int, float] = {}
+    for a in cands:
+        min_rate[a[0]] = min(rate[a], min_rate.get(a[0], math.inf))
+        min_finish[a[0]] = min(finish[a], min_finish.get(a[0], math.inf))
     devices = ctx.problem.platform.devices
     host = ctx.problem.host
-    for (q, b), c in cands.items():
+    for (i, q, b), c in cands.items():
+        v = ops[i]
+        best_t = ctx.best_time[v]
         k = state.open[q]
         free = state.part_end[k] if k >= 0 else 0.0
         t = ctx.sim.op_time[v][q]
-        out[2 * q + b] = (
+        a = (i, q, b)
+        out[i * width + 2 * q + b] = (
             1.0, float(b), slog((c.end_us - m) / tau), slog((c.makespan_us - m) / tau),
-            slog((c.makespan_us - min_m) / tau), slog((c.end_us - min_e) / tau), slog(c.idle_us / tau),
+            slog((c.makespan_us - min_m[i]) / tau), slog((c.end_us - min_e[i]) / tau), slog(c.idle_us / tau),
             slog(c.work_delta_us / tau), slog(c.group_saving_us / tau),
             slog((max(pot_start[v, q], pot_through[v, q]) if b else pot_start[v, q]) / tau),
             min(math.log(t / best_t), 5.0) if best_t > 0 else 0.0,
             float(q == host), float(devices[q].kind == "npu"),
             math.log1p(run_len[v, q]) / 3.0, float(run_slow[v, q]),
             math.log1p(len(state.parts[k])) / 3.0 if k >= 0 else 0.0, slog((free - m) / tau),
-            slog((dp[(q, b)] - dp_pu[q]) / tau), slog((rate[(q, b)] - min_rate) / tau),
-            slog((finish[(q, b)] - min_finish) / tau),
+            slog((dp[a] - dp_pu[(i, q)]) / tau), slog((rate[a] - min_rate[i]) / tau),
+            slog((finish[a] - min_finish[i]) / tau),
         )
     return out
 

@@ -8,10 +8,12 @@ Keys (``N = max_ops``, ``E = max_edges``, ``P = max_pus``):
 * ``edge_index`` ``(2, E)`` int64 and ``edge_attr`` ``(E, len(EDGE))`` float32: the
   data edges (producer -> consumer), zero past ``num_edges``;
 * ``pu`` ``(P, len(PU))`` float32: PU features, zero rows past ``num_pus``;
-* ``actions`` ``(2 * P, len(ACTION))`` float32: one row per action ``2 * pu + join``;
-* ``action_mask`` ``(2 * P,)`` int8: the same mask as ``info["action_mask"]``;
+* ``actions`` ``(N * 2 * P, len(ACTION))`` float32: one row per action
+  ``op * 2 * P + 2 * pu + join`` (zero rows for ops that are not ready and for masked
+  actions);
+* ``action_mask`` ``(N * 2 * P,)`` int8: the same mask as ``info["action_mask"]``;
 * ``glob`` ``(len(GLOBAL),)`` float32;
-* ``meta`` ``(5,)`` int64: ``num_ops, num_edges, num_pus, current op, graph key``.
+* ``meta`` ``(5,)`` int64: ``num_ops, num_edges, num_pus, suggested op, graph key``.
 """
 
 from __future__ import annotations
@@ -53,18 +55,36 @@ def observation_space(max_ops: int, max_edges: int, max_pus: int) -> spaces.Dict
         "edge_index": spaces.Box(0, max(max_ops - 1, 0), (2, max_edges), np.int64),
         "edge_attr": spaces.Box(-_BOUND, _BOUND, (max_edges, len(EDGE)), f32),
         "pu": spaces.Box(-_BOUND, _BOUND, (max_pus, len(PU)), f32),
-        "actions": spaces.Box(-_BOUND, _BOUND, (2 * max_pus, len(ACTION)), f32),
-        "action_mask": spaces.Box(0, 1, (2 * max_pus,), np.int8),
+        "actions": spaces.Box(-_BOUND, _BOUND, (max_ops * 2 * max_pus, len(ACTION)), f32),
+        "action_mask": spaces.Box(0, 1, (max_ops * 2 * max_pus,), np.int8),
         "glob": spaces.Box(-_BOUND, _BOUND, (len(GLOBAL),), f32),
         "meta": spaces.Box(0, _KEY_MAX, (len(META),), np.int64),
     })
 
 
 def flat_mask(mask: np.ndarray, max_pus: int) -> np.ndarray:
-    """``(num_pus, 2)`` bool -> ``(2 * max_pus,)`` int8 (index ``2 * pu + join``)."""
-    out = np.zeros(2 * max_pus, dtype=np.int8)
-    out[: mask.size] = mask.reshape(-1)
-    return out
+    """``(num_pus, 2)`` bool -> ``(2 * max_pus,)`` int8 (index ``2 * pu + join``), or
+    ``(K, num_pus, 2)`` -> ``(K * 2 * max_pus,)`` (index ``i * 2 * max_pus + 2 * pu + join``)."""
+    if mask.shape[-2] == max_pus:
+        return mask.astype(np.int8).reshape(-1)
+    m = mask.reshape(-1, mask.shape[-2], 2)
+    out = np.zeros((m.shape[0], max_pus, 2), dtype=np.int8)
+    out[:, : m.shape[1]] = m
+    return out.reshape(-1)
+
+
+def flat_action_mask(ops: list[int], masks: np.ndarray, max_ops: int, max_pus: int) -> np.ndarray:
+    """The environment's ``(max_ops * 2 * max_pus,)`` int8 mask from the candidates'
+    ``(len(ops), num_pus, 2)`` masks (index ``op * 2 * max_pus + 2 * pu + join``)."""
+    return scatter_rows(ops, flat_mask(masks, max_pus), max_ops, 2 * max_pus)
+
+
+def scatter_rows(ops: list[int], rows: np.ndarray, num_ops: int, width: int) -> np.ndarray:
+    """Per-candidate rows (``len(ops) * width`` of them, candidate-major) into
+    ``num_ops * width`` rows by op index (zeros elsewhere)."""
+    out = np.zeros((num_ops, width, *rows.shape[1:]), dtype=rows.dtype)
+    out[ops] = rows.reshape(len(ops), width, *rows.shape[1:])
+    return out.reshape(num_ops * width, *rows.shape[1:])
 
 
 class ObservationBuilder:
@@ -91,11 +111,13 @@ class ObservationBuilder:
         self.meta = np.array([n, m, pr.num_pus, 0, ctx.graph_key], dtype=np.int64)
         self._dyn = len(NODE_STATIC)
         self._joinable: set[int] = set()
+        self._current = -1
 
     def reset(self, state: ScheduleState) -> None:
         n = self.ctx.problem.num_ops
         self.x[:n, self._dyn:] = 0.0
         self._joinable = set()
+        self._current = -1
         self._mark_current(state)
 
     def update(self, state: ScheduleState) -> None:
@@ -114,19 +136,27 @@ class ObservationBuilder:
         self._mark_current(state)
 
     def _mark_current(self, state: ScheduleState) -> None:
+        """Mark the suggested op (:attr:`ScheduleState.current`), unmarking the last one
+        (the action may have decided another ready op)."""
+        if self._current >= 0:
+            self.x[self._current, self._dyn + 1] = 0.0
+        self._current = state.current
         if not state.done:
             self.x[state.current, self._dyn + 1] = 1.0
 
-    def build(self, state: ScheduleState, mask: np.ndarray) -> dict[str, np.ndarray]:
+    def build(self, state: ScheduleState, ops: list[int], masks: np.ndarray) -> dict[str, np.ndarray]:
+        """The observation; ``ops`` / ``masks`` are :meth:`ScheduleState.candidate_masks`."""
         meta = self.meta.copy()
         meta[3] = max(state.current, 0)
+        width = 2 * self.max_pus
+        feats = action_features(self.ctx, state, ops, masks, self.max_pus)
         return {
             "x": self.x.copy(),
             "edge_index": self.edge_index.copy(),
             "edge_attr": self.edge_attr.copy(),
             "pu": pu_features(self.ctx, state, self.max_pus),
-            "actions": action_features(self.ctx, state, mask, self.max_pus),
-            "action_mask": flat_mask(mask, self.max_pus),
+            "actions": scatter_rows(ops, feats, self.max_ops, width),
+            "action_mask": flat_action_mask(ops, masks, self.max_ops, self.max_pus),
             "glob": global_features(self.ctx, state),
             "meta": meta,
         }
@@ -144,8 +174,8 @@ def obs_to_data(obs: Mapping[str, np.ndarray | torch.Tensor]) -> Data:
     """One observation (unbatched) -> ``Data`` with the padding cut off.
 
     ``x``, ``edge_index``, ``edge_attr`` describe the graph; ``pu`` (``num_pus`` rows),
-    ``actions`` and ``action_mask`` (``2 * max_pus`` rows, as in the observation, so the
-    action index is unchanged), ``glob``, ``current`` and ``graph_key`` ride along.
+    ``actions`` and ``action_mask`` (``max_ops * 2 * max_pus`` rows, as in the
+    observation, so the action index is unchanged), ``glob``, ``current`` and ``graph_key`` ride along.
     """
     meta = _as_tensor(obs["meta"]).long()
     n, m, p, cur, key = (int(x) for x in meta.tolist())

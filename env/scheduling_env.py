@@ -14,9 +14,10 @@ from partitiontuner.constraints import Constraints
 from partitiontuner.errors import ConfigError, PartitionTunerError
 from partitiontuner.plan import Plan, from_orders
 from partitiontuner.problem import Problem
+from partitiontuner.repair import finish_plan, needs_repair
 
 from .features import MAX_PUS, ProblemContext
-from .observation import ObservationBuilder, flat_mask, observation_space
+from .observation import ObservationBuilder, flat_action_mask, observation_space
 from .state import ScheduleState
 
 REWARD_MODES = ("shaped", "terminal")
@@ -32,18 +33,15 @@ def load_env_problem(model: str = "squeezenet", platform: str = "cpu-npu", profi
                                     constraints=constraints or Constraints(), progress=False))
 
 
-def finish_plan(ctx: ProblemContext, state: ScheduleState, method: str = "rl", info: dict[str, Any] | None = None) -> Plan:
+def plan_from_state(ctx: ProblemContext, state: ScheduleState, method: str = "rl", info: dict[str, Any] | None = None) -> Plan:
     """The plan of a finished episode: per-PU orders = creation order, sequenced by
     :func:`~partitiontuner.plan.from_orders`. Global constraints the masks cannot
     guarantee (``max_partitions``, ``min_partition_ops``, memory) are then enforced by
-    :func:`partitiontuner.agents.repair.repair` (which raises
+    :func:`partitiontuner.repair.repair` (which raises
     :class:`~partitiontuner.errors.InfeasiblePlanError` naming one it cannot meet)."""
     pr = ctx.problem
-    from partitiontuner.agents.repair import finish_plan as repaired_plan
-    from partitiontuner.agents.repair import needs_repair
-
     if needs_repair(pr):
-        return repaired_plan(pr, state.partitions(), method, info, ctx.sim)
+        return finish_plan(pr, state.partitions(), method, info, ctx.sim)
     names = pr.pus
     parts = [(sorted(ops), names[p]) for ops, p in zip(state.parts, state.part_pu, strict=True)]
     orders = {names[p]: ks for p, ks in state.per_pu_orders().items()}
@@ -55,29 +53,37 @@ class PartitionTunerEnv(gym.Env):
 
     ## Description
 
-    An episode schedules one problem (graph + platform + profiles + constraints). The
-    ops are visited in a fixed topological order that follows chains, critical path
-    first (:func:`partitiontuner.env.state.visit_order`); each step decides the current
-    op. Each PU runs its partitions in the order they were created; the final plan is
-    sequenced by :func:`partitiontuner.plan.from_orders`. With several problems
-    (``problems=``), each reset draws one with ``np_random``.
+    An episode schedules one problem (graph + platform + profiles + constraints). Each
+    step decides one *ready* op (all its predecessors decided), chosen by the action:
+    its PU, and whether it joins that PU's open partition or opens a new one. Each PU
+    runs its partitions in the order they were created; the final plan is sequenced by
+    :func:`partitiontuner.plan.from_orders`. Every valid plan (convex partitions, a PU
+    each, any per-PU order) is reachable: decide its partitions one after the other in
+    the plan's sequence (:func:`partitiontuner.env.replay.actions_for_plan`; why this
+    suffices: :mod:`partitiontuner.env.state`). The state also keeps a suggested op
+    (:meth:`~partitiontuner.env.state.ScheduleState.next_op`, ``obs["meta"][3]``): the
+    ready op that continues the last one's chain or could start earliest. With several
+    problems (``problems=``), each reset draws one with ``np_random``.
 
     ## Action Space
 
-    ``Discrete(2 * max_pus)``: action ``2 * pu + join``. ``join = 0`` opens a new
-    partition on ``pu`` with the op; ``join = 1`` adds the op to ``pu``'s open (last
-    created) partition, allowed only while no other partition reads from it (which
-    keeps partitions convex, the plan deadlock-free and costs exact; see
-    :mod:`partitiontuner.env.state`). ``max_pus`` defaults to the platform's PU count.
+    ``Discrete(max_ops * 2 * max_pus)``: action ``op * 2 * max_pus + 2 * pu + join``
+    (:meth:`encode_action`). ``join = 0`` opens a new partition on ``pu`` with the op;
+    ``join = 1`` adds the op to ``pu``'s open (last created) partition, allowed only
+    while no other partition reads from it (which keeps partitions convex, the plan
+    deadlock-free and costs exact; see :mod:`partitiontuner.env.state`). ``max_pus``
+    defaults to the platform's PU count, ``max_ops`` to its op count.
 
     The mask (``action_masks()``, ``info["action_mask"]`` and ``obs["action_mask"]``,
-    int8) forbids PUs the op may not run on (unsupported, pinned elsewhere, forbidden),
-    padded PU slots, joins that are not allowed, new partitions beyond
-    ``max_partitions`` and placements that overflow a PU's memory. An all-zero mask
-    raises. A masked action is, by default (``invalid_action="project"``), replaced by
-    the nearest allowed one (same PU with the other join bit, else the lowest allowed
-    index) and ``info["projected"]`` is True, so unmasked random agents (and
-    ``check_env``) can run; ``invalid_action="raise"`` raises ``ValueError`` instead.
+    int8) allows only ready ops, and forbids PUs the op may not run on (unsupported,
+    pinned elsewhere, forbidden), padded PU slots, joins that are not allowed, new
+    partitions beyond ``max_partitions`` and placements that overflow a PU's memory
+    (those global limits are relaxed when they would forbid every action). An all-zero
+    mask raises. A masked action is, by default (``invalid_action="project"``),
+    replaced by the nearest allowed one (same op and PU with the other join bit, else
+    the op's lowest allowed action, else the lowest allowed index) and
+    ``info["projected"]`` is True, so unmasked random agents (and ``check_env``) can
+    run; ``invalid_action="raise"`` raises ``ValueError`` instead.
 
     ## Observation Space
 
@@ -96,7 +102,7 @@ class PartitionTunerEnv(gym.Env):
 
     ## Starting State
 
-    No op decided; the first op of the visit order is current.
+    No op decided; the graph's source ops are ready.
 
     ## Episode End
 
@@ -114,7 +120,9 @@ class PartitionTunerEnv(gym.Env):
 
     ## Version History
 
-    * v0: initial version (feature schema :data:`partitiontuner.env.SCHEMA_VERSION`).
+    * v0: initial version (feature schema :data:`partitiontuner.env.SCHEMA_VERSION`);
+      the action names the ready op (before: the environment chose it), so every
+      valid plan is reachable.
     """
 
     metadata = {"render_modes": ["ansi"], "render_fps": 4}
@@ -166,7 +174,7 @@ class PartitionTunerEnv(gym.Env):
         self.reward_mode = reward_mode
         self.invalid_action = invalid_action
         self.render_mode = render_mode
-        self.action_space = spaces.Discrete(2 * self.max_pus)
+        self.action_space = spaces.Discrete(self.max_ops * 2 * self.max_pus)
         self.observation_space = observation_space(self.max_ops, self.max_edges, self.max_pus)
         self._load(ctx0)
 
@@ -208,8 +216,8 @@ class PartitionTunerEnv(gym.Env):
         self._return = 0.0
         self._actions: list[int] = []
         self.last_plan: Plan | None = None
-        mask = self._mask()
-        return self.builder.build(self.state, mask), self._info(mask)
+        ops, masks = self._mask()
+        return self.builder.build(self.state, ops, masks), self._info(ops, masks)
 
     # --- exact snapshots (for resuming training) -------------------------------------------
     def snapshot(self) -> dict[str, Any]:
@@ -231,51 +239,67 @@ class PartitionTunerEnv(gym.Env):
             obs, _, _, _, info = self.step(int(a))
         return obs, info
 
+    def encode_action(self, op: int, pu: int, join: bool) -> int:
+        """The action index of deciding ``op`` on ``pu`` (joining its open partition or not)."""
+        return (op * self.max_pus + pu) * 2 + int(join)
+
+    def decode_action(self, action: int) -> tuple[int, int, int]:
+        """``(op, pu, join)`` of an action index."""
+        op, rest = divmod(int(action), 2 * self.max_pus)
+        pu, join = divmod(rest, 2)
+        return op, pu, join
+
     def step(self, action: int):
         a = int(action)
         if self.state.done:
             raise RuntimeError("step() after the episode terminated; call reset()")
-        mask = self._mask()
-        p, join = divmod(a, 2)
-        projected = not (0 <= a < 2 * self.max_pus) or p >= self.state.num_pus or not mask[p, join]
+        ops, masks = self._mask()
+        v, p, join = self.decode_action(a)
+        slot = {u: i for i, u in enumerate(ops)}
+        i = slot.get(v, -1)
+        projected = not (0 <= a < self.action_space.n) or i < 0 or p >= self.state.num_pus or not masks[i, p, join]
         if projected:
             if self.invalid_action == "raise":
-                raise ValueError(f"action {a} (PU {p}, {'join' if join else 'new'}) is masked for op "
-                                 f"{self.problem.graph.nodes[self.state.current].name!r}")
-            if 0 <= p < self.state.num_pus and mask[p, 1 - join]:
+                what = self.problem.graph.nodes[v].name if 0 <= v < self.problem.num_ops else str(v)
+                raise ValueError(f"action {a} (op {what!r}, PU {p}, {'join' if join else 'new'}) is masked")
+            if i >= 0 and p < self.state.num_pus and masks[i, p, 1 - join]:
                 join = 1 - join
             else:
-                p, join = divmod(int(np.flatnonzero(mask.reshape(-1))[0]), 2)
+                if i < 0 or not masks[i].any():
+                    i = int(np.flatnonzero(masks.reshape(len(ops), -1).any(axis=1))[0])
+                p, join = divmod(int(np.flatnonzero(masks[i].reshape(-1))[0]), 2)
+                v = ops[i]
         before = self.state.makespan
-        self.state.apply(p, bool(join))
+        self.state.apply(p, bool(join), v)
         self.builder.update(self.state)
         ref = self.ctx.ref_makespan
         terminated = self.state.done
         info: dict[str, Any]
         if terminated:
-            plan = finish_plan(self.ctx, self.state, "rl")
+            plan = plan_from_state(self.ctx, self.state, "rl")
             makespan = self.ctx.sim.plan_makespan(plan)
             gain = (ref - makespan) / ref
             reward = gain - self._return if self.reward_mode == "shaped" else gain
             self.last_plan = plan
-            mask = np.zeros((self.state.num_pus, 2), dtype=bool)
-            info = {"action_mask": flat_mask(mask, self.max_pus), "makespan_us": makespan,
+            ops, masks = [], np.zeros((0, self.state.num_pus, 2), dtype=bool)
+            info = {"action_mask": self.action_masks(), "makespan_us": makespan,
                     "ref_makespan_us": ref, "gain": gain, "plan": plan}
         else:
             reward = -(self.state.makespan - before) / ref if self.reward_mode == "shaped" else 0.0
-            mask = self._mask()
-            info = self._info(mask)
+            ops, masks = self._mask()
+            info = self._info(ops, masks)
         if projected:
             info["projected"] = True
-        self._actions.append(2 * p + join)
+        self._actions.append(self.encode_action(v, p, bool(join)))
         self._return += reward
-        return self.builder.build(self.state, mask), float(reward), terminated, False, info
+        return self.builder.build(self.state, ops, masks), float(reward), terminated, False, info
 
     def action_masks(self) -> np.ndarray:
-        """``(2 * max_pus,)`` int8 mask of the current op's actions (all zero when done)."""
+        """``(max_ops * 2 * max_pus,)`` int8 mask of the ready ops' actions (all zero when done)."""
         if self.state.done:
-            return np.zeros(2 * self.max_pus, dtype=np.int8)
-        return flat_mask(self._mask(), self.max_pus)
+            return np.zeros(self.action_space.n, dtype=np.int8)
+        ops, masks = self._mask()
+        return flat_action_mask(ops, masks, self.max_ops, self.max_pus)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":
@@ -288,11 +312,12 @@ class PartitionTunerEnv(gym.Env):
         return "\n".join(lines)
 
     # --- helpers -------------------------------------------------------------------------------
-    def _mask(self) -> np.ndarray:
-        mask = self.state.action_mask()
-        if not mask.any():
-            raise PartitionTunerError(f"no action is allowed for op {self.problem.graph.nodes[self.state.current].name!r}")
-        return mask
+    def _mask(self) -> tuple[list[int], np.ndarray]:
+        ops, masks = self.state.candidate_masks()
+        if not masks.any():
+            names = ", ".join(repr(self.problem.graph.nodes[v].name) for v in ops)
+            raise PartitionTunerError(f"no action is allowed for any ready op ({names})")
+        return ops, masks
 
-    def _info(self, mask: np.ndarray) -> dict[str, Any]:
-        return {"action_mask": flat_mask(mask, self.max_pus)}
+    def _info(self, ops: list[int], masks: np.ndarray) -> dict[str, Any]:
+        return {"action_mask": flat_action_mask(ops, masks, self.max_ops, self.max_pus)}

@@ -1,17 +1,27 @@
 """The scheduling state machine under the environment: one op decided per step.
 
-An episode visits the ops in a topological order that follows chains and fills idle
-time (:meth:`ScheduleState.next_op`): after an op comes its ready successor if that
-could start right when the op's partition ends; otherwise the ready op anywhere that
-could start earliest (ties: the critical-path-first reference order of
-:func:`visit_order`). Each
-step puts the current op on a PU, either *joining* that PU's open partition (the last
-one created there) or opening a *new* partition there. Each PU runs its partitions in
-creation order, so the visiting order is also each PU's run order: visiting a branch
-whose inputs are ready before the continuation of one that waits on another PU (the
-downsampling branch of a ResNeXt block while the CPU runs the grouped convolution) is
-what lets both PUs work at once. A fixed critical-path order cannot express that: on
-ResNeXt-50 the oracle's plan replayed in such an order loses 6 %.
+Each step takes one *ready* op (every predecessor decided) and puts it on a PU, either
+*joining* that PU's open partition (the last one created there) or opening a *new*
+partition there. Which ready op comes next is part of the action: the environment and
+the planner let the policy choose among all of :meth:`ScheduleState.ready_ops`. A
+suggested op is kept as :attr:`ScheduleState.current` (:meth:`ScheduleState.next_op`:
+after an op comes its ready successor if that could start right when the op's
+partition ends; otherwise the ready op anywhere that could start earliest, ties by the
+critical-path-first reference order of :func:`visit_order`); the heuristics and the
+reward's reference follow it. Each PU runs its partitions in creation order.
+
+Why this action space is complete. Take any valid plan: a sequence of convex
+partitions, each on a PU, every partition after the partitions it reads from, each PU
+running its partitions in sequence order. Decide its ops partition by partition in
+sequence order, each partition's ops in a topological order: the first op opens a new
+partition on the partition's PU, the others join it. Every op is ready when its turn
+comes (its producers sit in earlier partitions or earlier in its own), the partition
+being filled is its PU's last one, and nothing reads from it yet, so every join is
+allowed; creation order per PU equals the plan's order per PU, so the simulator gives
+the identical makespan (:func:`partitiontuner.env.replay.actions_for_plan` builds this
+sequence, and the tests replay random plans and the oracle's through it). Joining an
+*earlier* partition is never needed: any plan that such a join would build is also
+built partition by partition.
 
 Why joins are restricted to open partitions without consumers. A join is allowed only
 if no partition created since depends on the open partition (no op outside it reads
@@ -22,11 +32,12 @@ its outputs yet). This one local rule gives three things at once:
 * a valid sequence: nothing that runs after the partition feeds it, so no deadlock
   between the per-PU orders and the data dependencies;
 * exact incremental costs: a partition that nobody depends on can change its start and
-  end without moving any other partition, so every step costs ``O(in-degree + PUs)``
-  and a 10,000-op graph schedules in well under a second.
+  end without moving any other partition, so deciding an op costs
+  ``O(in-degree + PUs)`` (the environment's features then evaluate every ready op's
+  actions, ``O(ready ops x (in-degree + PUs))`` per step).
 
-It gives up little: a partition that already feeds another PU can only grow by making
-that PU wait longer, which the policy can express by opening a new partition.
+It gives up nothing (see above): a plan that grows a partition after another one reads
+from it is reached by deciding the partition's ops before the reader's.
 
 The timing rules are those of :class:`~partitiontuner.simulate.Simulator` (start = PU
 free and inputs arrived; end = start + work + dispatch overhead; cross-PU tensors pay
@@ -34,6 +45,10 @@ the link; outputs must reach the host), evaluated incrementally from the simulat
 own compiled tables (``work``, ``transfer``, edges). The tests check, after every step
 of random episodes, that :attr:`ScheduleState.makespan` equals ``Simulator.run`` on the
 partial plan, and the environment's final reward is computed by the simulator itself.
+
+Why one file of ~560 lines: :meth:`ScheduleState.apply`, :meth:`~ScheduleState.undo`,
+the masks and the incremental costs read and write the same per-partition lists, and
+every field that ``apply`` changes ``undo`` must restore; they change together.
 """
 
 from __future__ import annotations
@@ -44,6 +59,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from partitiontuner.fusion import cover_step
 from partitiontuner.problem import Problem
 from partitiontuner.simulate import Simulator
 
@@ -243,6 +259,11 @@ class ScheduleState:
             heapq.heappush(heap, (self.ref_pos[u], u))
         return out
 
+    def ready_ops(self) -> list[int]:
+        """Every op that may be decided now (all predecessors decided), in the reference
+        order: the ops an action may choose from."""
+        return sorted(self.ready, key=self.ref_pos.__getitem__)
+
     @property
     def num_partitions(self) -> int:
         return len(self.parts)
@@ -253,16 +274,32 @@ class ScheduleState:
         return k >= 0 and not self.part_has_consumer[k]
 
     # --- masks -------------------------------------------------------------------------------
-    def action_mask(self) -> np.ndarray:
-        """``(num_pus, 2)`` bool: ``[pu, 0]`` new partition, ``[pu, 1]`` join.
+    def candidate_masks(self) -> tuple[list[int], np.ndarray]:
+        """The ready ops (:meth:`ready_ops`) and their masks ``(len(ops), num_pus, 2)``
+        bool (:meth:`action_mask`). The global limits are relaxed only when they would
+        forbid every action of every ready op."""
+        ops = self.ready_ops()
+        masks = np.zeros((len(ops), self.num_pus, 2), dtype=bool)
+        for i, v in enumerate(ops):
+            masks[i] = self.action_mask(v, relax=False)
+        if not masks.any():
+            for i, v in enumerate(ops):
+                masks[i] = self.action_mask(v)
+        return ops, masks
+
+    def action_mask(self, v: int | None = None, relax: bool = True) -> np.ndarray:
+        """``(num_pus, 2)`` bool for ready op ``v`` (default :attr:`current`): ``[pu, 0]``
+        new partition, ``[pu, 1]`` join.
 
         Forbids PUs the op may not run on (unsupported, pinned elsewhere, forbidden) and
         joins that are not allowed (see module docstring); with a partition limit, new
         partitions once the limit is reached; with memory capacities, placements that
         would overflow the PU. If the global limits alone would forbid everything, they
-        are relaxed (the planner's repair step then enforces them or says why it cannot).
+        are relaxed unless ``relax`` is False (the planner's repair step then enforces
+        them or says why it cannot).
         """
-        v = self.current
+        if v is None:
+            v = self.current
         mask = np.zeros((self.num_pus, 2), dtype=bool)
         if v < 0:
             return mask
@@ -279,7 +316,7 @@ class ScheduleState:
                 for b in (0, 1):
                     if mask[p, b] and not self._fits(v, p, bool(b)):
                         mask[p, b] = False
-        if not mask.any():
+        if relax and not mask.any():
             mask = relaxed
         return mask
 
@@ -302,29 +339,12 @@ class ScheduleState:
 
     # --- costs of a candidate action ------------------------------------------------------------
     def _arrival(self, v: int, p: int, skip: int) -> float:
-        """Latest arrival on ``p`` of ``v``'s inputs that come from outside partition ``skip``."""
-        sim = self.sim
-        owner, part_pu, part_end = self.owner, self.part_pu, self.part_end
-        lat, upb = sim.lat, sim.upb
-        a = 0.0
-        for u, b in sim.in_edges[v]:
-            j = owner[u]
-            if j != skip:
-                q = part_pu[j]
-                t = part_end[j] if q == p else part_end[j] + lat[q][p] + b * upb[q][p]
-                if t > a:
-                    a = t
-        if sim.reads_input[v] and p != sim.host:
-            t = lat[sim.host][p] + sim.input_bytes[v] * upb[sim.host][p]
-            if t > a:
-                a = t
-        return a
+        """Latest arrival on ``p`` of ``v``'s inputs that come from outside partition ``skip``
+        (:meth:`Simulator.arrival` on the partitions so far)."""
+        return self.sim.arrival_fast(v, p, self.owner, self.part_pu, self.part_end, skip)
 
     def _contrib(self, end: float, p: int, out_bytes: float) -> float:
-        sim = self.sim
-        if out_bytes >= 0 and p != sim.host:
-            return max(end, end + sim.lat[p][sim.host] + out_bytes * sim.upb[p][sim.host])
-        return end
+        return self.sim.to_host(end, p, out_bytes)
 
     def _others_makespan(self, skip: int) -> float:
         m = self.closed_makespan
@@ -336,28 +356,21 @@ class ScheduleState:
     def _fusion_gain(self, k: int, v: int, p: int) -> float:
         """How much more the best fused-group cover of partition ``k`` saves on ``p``
         with ``v`` added (:class:`partitiontuner.fusion.FusionTable`'s dynamic program
-        along ``v``'s chain, extended by one position: ops of a chain join in chain order)."""
+        along ``v``'s chain, extended by one position with :func:`~partitiontuner.fusion.cover_step`:
+        ops of a chain join in chain order)."""
         c = self._chain_of[v]
         entry = self.part_chains[k].get(c)
         if entry is None or c < 0:
             return 0.0
         positions, best = entry
-        pos = self._chain_pos[v]
         m = len(positions)
-        b = best[m]
-        savings = self._savings
-        for length in range(2, self._max_len + 1):
-            j = m + 1 - length
-            if j < 0 or positions[j] != pos - length + 1:
-                break
-            sv = savings.get((c, positions[j], length))
-            if sv is not None and best[j] + sv[p] > b:
-                b = best[j] + sv[p]
-        return b - best[m]
+        return cover_step(self._savings, self._max_len, c, positions, best, m + 1, self._chain_pos[v], p) - best[m]
 
-    def evaluate(self, p: int, join: bool) -> Candidate:
-        """What placing the current op on ``p`` (joining or not) would do. Pure."""
-        v = self.current
+    def evaluate(self, p: int, join: bool, v: int | None = None) -> Candidate:
+        """What placing ready op ``v`` (default :attr:`current`) on ``p`` (joining or
+        not) would do. Pure."""
+        if v is None:
+            v = self.current
         sim = self.sim
         t_v = sim.op_time[v][p]
         out_v = sim.output_bytes[v]
@@ -367,7 +380,7 @@ class ScheduleState:
             start = max(self.part_prev_free[k], arr)
             gain = self._fusion_gain(k, v, p)
             work = self.part_work[k] + t_v - gain
-            end = start + work + sim.overhead[p]
+            end = sim.finish(start, work, p)
             contrib = self._contrib(end, p, max(self.part_out[k], out_v))
             makespan = max(self._others_makespan(k), contrib)
             return Candidate(start, end, makespan, arr, work - self.part_work[k], start - self.part_start[k], gain)
@@ -375,20 +388,24 @@ class ScheduleState:
         free = self.part_end[k] if k >= 0 else 0.0
         arr = self._arrival(v, p, -1)
         start = max(free, arr)
-        end = start + t_v + sim.overhead[p]
+        end = sim.finish(start, t_v, p)
         contrib = self._contrib(end, p, out_v)
         makespan = max(self.makespan, contrib)
         return Candidate(start, end, makespan, arr, t_v + sim.overhead[p], start - free, 0.0)
 
     # --- transition ---------------------------------------------------------------------------------
-    def apply(self, p: int, join: bool) -> tuple:
-        """Decide the current op: put it on PU ``p``, joining its open partition or not.
+    def apply(self, p: int, join: bool, v: int | None = None) -> tuple:
+        """Decide ready op ``v`` (default :attr:`current`): put it on PU ``p``, joining
+        its open partition or not.
 
-        The caller checks the mask; this only asserts the structural rule. Returns an
+        The caller checks the mask; this only asserts the structural rules. Returns an
         undo record for :meth:`undo` (lookahead features try actions and take them back).
         """
-        v = self.current
+        suggested = self.current
+        if v is None:
+            v = suggested
         assert v >= 0, "episode is over"
+        assert v in self.ready, "only a ready op can be decided"
         sim = self.sim
         t_v = sim.op_time[v][p]
         out_v = sim.output_bytes[v]
@@ -415,7 +432,7 @@ class ScheduleState:
             self.part_work[k] = work
             start = max(self.part_prev_free[k], arr)
             self.part_start[k] = start
-            self.part_end[k] = start + work + sim.overhead[p]
+            self.part_end[k] = sim.finish(start, work, p)
             self.part_out[k] = max(self.part_out[k], out_v)
             self.part_contrib[k] = self._contrib(self.part_end[k], p, self.part_out[k])
             record: tuple = ("join", p, k, old)
@@ -439,7 +456,7 @@ class ScheduleState:
             self.part_sum.append(t_v)
             self.part_work.append(t_v)
             self.part_start.append(start)
-            self.part_end.append(start + t_v + sim.overhead[p])
+            self.part_end.append(sim.finish(start, t_v, p))
             self.part_out.append(out_v)
             self.part_contrib.append(self._contrib(self.part_end[k], p, out_v))
             self.part_has_consumer.append(False)
@@ -479,14 +496,14 @@ class ScheduleState:
         for w in newly:
             heapq.heappush(self._ready_heap, (self.ref_pos[w], w))
         self.current = self.next_op(v)
-        return (*record, saved_makespans, flipped, added, old_part_act, newly)
+        return (*record, saved_makespans, flipped, added, old_part_act, newly, suggested)
 
     def undo(self, record: tuple) -> None:
         """Take back the last :meth:`apply` (``record`` is what it returned)."""
         kind, p = record[0], record[1]
-        (closed, makespan), flipped, added, old_part_act, newly = record[-5:]
+        (closed, makespan), flipped, added, old_part_act, newly, suggested = record[-6:]
         v = self.history.pop()
-        self.current = v
+        self.current = suggested
         self.ready.difference_update(newly)
         for w in self._succs[v]:
             self.missing[w] += 1

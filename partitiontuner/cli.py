@@ -7,6 +7,10 @@ executor's, exporter's and evaluator's results). Otherwise :mod:`partitiontuner.
 prints tables (plain text when stdout is not a terminal). Errors go through
 :func:`partitiontuner.errors.run_entry_point`: a user error is one line on stderr and
 exit 2; ``run`` exits 3 when the plan's outputs differ from the whole-model run.
+
+Over 500 lines on purpose: one ``_add_*`` / ``_cmd_*`` pair per command (eleven
+commands, each a flat list of flags and a few calls), so a reader finds a command's
+whole surface in one place; the work itself lives in the library.
 """
 
 from __future__ import annotations
@@ -88,6 +92,18 @@ def _add_problem_args(p: argparse.ArgumentParser, *, from_plan: bool = False) ->
     _add_profiles_arg(p)
     p.add_argument("--threads", type=int, default=None, help="intra-op threads of every CPU PU")
     p.add_argument("--refresh", action="store_true", help="re-measure profiles even if cached")
+    _add_cost_model_args(p)
+
+
+def _add_cost_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cost-model", choices=("auto", "calibrated", "uncalibrated"), default="auto",
+                   help="auto (default): this host's calibration if `partitiontuner calibrate` made one and profiles "
+                        "are measured; calibrated: require it; uncalibrated: the platform's own numbers")
+    p.add_argument("--no-calibration", action="store_true", help="same as --cost-model uncalibrated")
+
+
+def _cost_model(args: argparse.Namespace) -> str:
+    return "uncalibrated" if getattr(args, "no_calibration", False) else getattr(args, "cost_model", "auto")
 
 
 def _add_saved_plan_args(p: argparse.ArgumentParser) -> None:
@@ -136,6 +152,7 @@ def _spec(args: argparse.Namespace, progress: bool = True, platform: str | None 
         fill=getattr(args, "fill", None),
         constraints=_constraints(args),
         progress=progress and not getattr(args, "json", False),
+        cost_model=_cost_model(args),
     )
 
 
@@ -222,19 +239,24 @@ def _add_planner_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed of rl sampling / random search")
     p.add_argument("--checkpoint", default=None, help="rl: policy checkpoint (default: the shipped one)")
     p.add_argument("--time-limit", type=float, default=None, help="oracle: time limit in seconds")
+    p.add_argument("--budget-s", type=float, default=None, metavar="S",
+                   help="rl: seconds of policy-guided search (default 2 s up to 200 ops, more on larger graphs; 0 = the policy alone)")
+    p.add_argument("--gap", type=float, default=None, help="oracle: stop once proven within this relative gap (e.g. 0.01)")
 
 
 def _planner(args: argparse.Namespace):
     from partitiontuner.agents.registry import make_planner
 
-    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit}
-    accepts = {"rl": {"samples", "seed", "checkpoint"}, "random": {"samples", "seed"}, "oracle": {"time_limit_s"}}
+    given = {"samples": args.samples, "seed": args.seed, "checkpoint": args.checkpoint, "time_limit_s": args.time_limit,
+             "budget_s": args.budget_s, "gap": args.gap}
+    accepts = {"rl": {"samples", "seed", "checkpoint", "budget_s"}, "random": {"samples", "seed"},
+               "oracle": {"time_limit_s", "gap"}}
     options = {}
     for key, value in given.items():
         if value is None:
             continue
         if key not in accepts.get(args.method, set()):
-            flag = "--" + key.replace("_s", "").replace("_", "-")
+            flag = "--budget-s" if key == "budget_s" else "--" + key.replace("_s", "").replace("_", "-")
             raise ConfigError(f"{flag} does not apply to method {args.method!r}")
         options[key] = value
     return make_planner(args.method, **options)
@@ -250,6 +272,9 @@ def _add_plan(sub) -> None:
     p.add_argument("--gantt", default=None, help="write a Gantt chart (.png or .svg)")
     p.add_argument("--dot", default=None, help="write the partitioned graph as Graphviz DOT")
     p.add_argument("--report", action="store_true", help="print where every op runs and why")
+    p.add_argument("--tune", type=int, default=None, metavar="K",
+                   help="run the K distinct candidate plans predicted fastest and return the measured-fastest")
+    p.add_argument("--pin-cores", action="store_true", help="--tune: pin each PU's worker thread to its own cores")
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -263,6 +288,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
     planner = _planner(args)
     problem = load_problem(_spec(args))
     res = PlanResult.compute(problem, planner)
+    tuned = None
+    if args.tune is not None:
+        from partitiontuner.tune import tune
+
+        tuned = tune(problem, args.method, res.plan, args.tune, pin_cores=args.pin_cores)
+        res = PlanResult.of_plan(problem, tuned.best.plan, res.planning_time_s)
     title = f"{problem.graph.name} on {problem.platform.name}: {res.plan.method}"
     files: dict[str, str] = {}
     if args.out:
@@ -280,10 +311,12 @@ def _cmd_plan(args: argparse.Namespace) -> int:
         files["DOT graph"] = args.dot
     res = replace(res, out=args.out, files=files)
     if args.json:
-        _print_json(res.to_dict())
+        _print_json({**res.to_dict(), **({"tune": tuned.to_dict()} if tuned else {})})
         return 0
     for warning in res.warnings:
         render.note(warning, "warning")
+    if tuned:
+        render.tuning(_console(), tuned)
     render.plan(_console(), res, show_report=args.report)
     return 0
 
@@ -355,6 +388,9 @@ def _add_run(sub) -> None:
     p.add_argument("--repeat", type=int, default=5, help="timed runs; the makespan is their median (default: 5)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs first (default: 1)")
     p.add_argument("--seed", type=int, default=0, help="seed of the random graph inputs")
+    p.add_argument("--trace", default=None, metavar="FILE.json", help="write a Chrome / Perfetto trace of the median run")
+    p.add_argument("--gantt", default=None, help="write measured beside simulated as a Gantt chart (.png or .svg)")
+    p.add_argument("--pin-cores", action="store_true", help="pin each PU's worker thread to its own cores")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -362,8 +398,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     if args.repeat < 1 or args.warmup < 0:
         raise ConfigError(f"--repeat must be >= 1 and --warmup >= 0, got {args.repeat} and {args.warmup}")
+    _check_outputs((args.trace, "trace"), (args.gantt, "Gantt chart"))
     problem, plan, source = _saved_plan_problem(args)
-    res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed)
+    res = run_plan(problem, plan, repeat=args.repeat, warmup=args.warmup, seed=args.seed, pin_cores=args.pin_cores)
+    from partitiontuner.trace import write_run_pictures
+
+    write_run_pictures(problem, plan, res, args.trace, args.gantt)
     if args.json:
         _print_json({**res.to_dict(), "platform_source": source})
     else:
@@ -436,7 +476,10 @@ def _add_evaluate(sub) -> None:
     _add_platform_arg(p)
     _add_profiles_arg(p)
     p.add_argument("--time-limit", type=float, default=600.0, help="oracle time limit per model, s (default: 600)")
-    p.add_argument("--measure", action="store_true", help="also run every plan with the executor")
+    p.add_argument("--measure", action="store_true", help="also run every plan with the executor (repeats interleaved "
+                                                          "across a model's plans; median, p10, p90)")
+    p.add_argument("--repeat", type=int, default=5, help="--measure: timed runs per plan (default: 5)")
+    _add_cost_model_args(p)
     p.add_argument("--out", default="results", help="output directory (default: results)")
     p.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                    help="run each (model, method) as a Ray task: a local Ray instance, or the cluster at ADDRESS")
@@ -463,7 +506,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             progress.update(task, advance=1, description=f"{model}: {method}")
 
         ev = evaluate(models, methods, args.platform, args.profiles, oracle_time_limit_s=args.time_limit,
-                      measure=args.measure, on_step=step, ray_address=args.ray, journal=f"{args.out}/jobs.jsonl")
+                      measure=args.measure, measure_repeat=args.repeat, on_step=step, ray_address=args.ray,
+                      journal=f"{args.out}/jobs.jsonl", cost_model=_cost_model(args))
     written = write_outputs(ev, args.out)
     if args.json:
         _print_json({**ev.to_dict(), "files": [str(p) for p in written]})
@@ -502,6 +546,45 @@ def _cmd_platform_init(args: argparse.Namespace) -> int:
 
 
 # ---------------------------------------------------------------------------------
+# calibrate
+
+
+def _add_calibrate(sub) -> None:
+    p = _command(sub, "calibrate", _cmd_calibrate,
+                 "fit the cost model's launch and transfer costs to real runs on this host",
+                 description="Run microbenchmark plans (blocks of varied size on alternating PUs, built from zoo "
+                             "models with measured profiles) on the executor and fit each PU's launch cost per "
+                             "partition and each link's latency and bandwidth. Stored under the profile cache, "
+                             "keyed by host and platform, and used by every later command with measured profiles.")
+    _add_platform_arg(p)
+    p.add_argument("--profiles", default="measure", help="must be measure (the default)")
+    p.add_argument("--models", nargs="+", default=None, help="zoo models for the microbenchmarks (default: squeezenet resnet18)")
+    p.add_argument("--repeat", type=int, default=10, help="timed runs per microbenchmark plan (default: 10)")
+    p.add_argument("--budget", type=float, default=200.0, metavar="S", help="stop starting plans after S seconds (default: 200)")
+    p.add_argument("--pin-cores", action="store_true", help="pin each PU's worker thread to its own cores")
+
+
+def _cmd_calibrate(args: argparse.Namespace) -> int:
+    from partitiontuner.microbench import CalibrateArgs, calibrate
+    from partitiontuner.stats import load_warning
+
+    cfg = CalibrateArgs(platform=args.platform, models=tuple(args.models) if args.models else CalibrateArgs.models,
+                        profiles=args.profiles, repeat=args.repeat, budget_s=args.budget, pin_cores=args.pin_cores)
+    cfg.check()
+    warning = load_warning()
+    if warning:
+        render.note(warning, "warning")
+    progress = None if args.json else (lambda msg: print(f"  {msg}", file=sys.stderr, flush=True))
+    cal, path = calibrate(cfg, progress)
+    if args.json:
+        _print_json({**cal.to_dict(), "path": str(path), "cost_model": "calibrated",
+                     "warnings": [warning] if warning else []})
+    else:
+        render.calibration(_console(), cal, path)
+    return 0
+
+
+# ---------------------------------------------------------------------------------
 # parser
 
 
@@ -521,7 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _COMMANDS = [_add_models, _add_graph, _add_plan, _add_simulate, _add_evaluate, _add_profile, _add_run, _add_export, _add_train,
-             _add_platform]
+             _add_platform, _add_calibrate]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from partitiontuner.errors import ConfigError
 from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
+from partitiontuner.safe_io import parse_yaml, read_text
 
 KINDS = ("name", "type", "glob")
 
@@ -94,6 +94,16 @@ class Constraints:
             strict=self.strict or other.strict,
         )
 
+    def check(self, graph: OpGraph, platform: Platform) -> None:
+        """Raise :class:`ConfigError` for a rule naming an unknown PU or matching no op.
+
+        Needs only the graph and platform, so a typo is reported before profiling.
+        """
+        for what, rules in (("pin", self.pins), ("forbid", self.forbids)):
+            for rule in rules:
+                _pu(platform, rule, what)
+                _nonempty(rule, graph, what)
+
     def placement(self, graph: OpGraph, platform: Platform) -> PlacementMask:
         """Resolve pins and forbids to a per-op mask of allowed PUs, with reasons."""
         n, names = graph.num_ops, platform.names
@@ -155,15 +165,25 @@ def parse_rule(text: str, sep: str, what: str) -> PlacementRule:
 
 
 def load_constraints(path: str | Path) -> Constraints:
-    """A YAML file: ``pin: {PATTERN: PU}``, ``forbid: {PATTERN: PU | [PU, ...]}``,
-    ``max_partitions``, ``min_partition_ops``, ``strict``."""
+    """Read a constraints YAML file (schema in the README)::
+
+        pin:                      # a mapping PATTERN: PU ...
+          Conv_0: cpu
+          "type:Softmax": cpu
+        forbid:                   # ... or a list of rules as on the command line
+          - "Gemm:npu"
+          - "glob:fc*:npu"
+        max_partitions: 8         # integers >= 1, optional
+        min_partition_ops: 2
+        strict: false             # refuse a plan that must fall back to the CPU
+
+    ``forbid`` in the mapping form also takes a list of PUs per pattern.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, a rule or value of the wrong form.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"constraints file not found: {p}")
-    try:
-        data: Any = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError:
-        raise ConfigError(f"{p}: malformed YAML") from None
+    data: Any = parse_yaml(read_text(p, what="constraints file"), where=str(p)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping of pin / forbid / max_partitions / min_partition_ops / strict")
     extra = set(data) - {"pin", "forbid", "max_partitions", "min_partition_ops", "strict"}
@@ -172,20 +192,28 @@ def load_constraints(path: str | Path) -> Constraints:
 
     def rules(key: str) -> tuple[PlacementRule, ...]:
         raw = data.get(key) or {}
+        sep = "=" if key == "pin" else ":"
+        if isinstance(raw, list):  # the command line's form: ["Gemm=cpu", ...]
+            if not all(isinstance(r, str) for r in raw):
+                raise ConfigError(f"{p}: '{key}' as a list takes rules like {'Gemm=cpu' if sep == '=' else 'Softmax:npu'}")
+            return tuple(parse_rule(r, sep, key) for r in raw)
         if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: '{key}' must map op patterns to PUs")
+            raise ConfigError(f"{p}: '{key}' must map op patterns to PUs, or list rules PATTERN{sep}PU")
         out = []
         for pattern, pus in raw.items():
             for pu in pus if isinstance(pus, list) else [pus]:
-                sep = "=" if key == "pin" else ":"
+                if not isinstance(pattern, str) or not isinstance(pu, str):
+                    raise ConfigError(f"{p}: '{key}' entry {pattern!r}: {pu!r} must be a pattern and a PU name")
                 out.append(parse_rule(f"{pattern}{sep}{pu}", sep, key))
         return tuple(out)
 
     def opt_int(key: str) -> int | None:
         v = data.get(key)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
-            raise ConfigError(f"{p}: '{key}' must be an integer")
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ConfigError(f"{p}: '{key}' must be an integer >= 1")
         return v
 
-    return Constraints(rules("pin"), rules("forbid"), opt_int("max_partitions"), opt_int("min_partition_ops"),
-                       bool(data.get("strict", False)))
+    strict = data.get("strict", False)
+    if not isinstance(strict, bool):
+        raise ConfigError(f"{p}: 'strict' must be true or false")
+    return Constraints(rules("pin"), rules("forbid"), opt_int("max_partitions"), opt_int("min_partition_ops"), strict)

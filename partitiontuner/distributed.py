@@ -280,8 +280,13 @@ class JsonlJournal:
     def __init__(self, path: str | Path, record: Callable[[int, Any], dict]):
         self.path = Path(path)
         self.record = record
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.write_text("")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text("")
+        except OSError as exc:
+            from partitiontuner.atomic import OutputError, os_reason
+
+            raise OutputError(f"cannot write results directory {self.path.parent}: {os_reason(exc)}") from None
 
     def __call__(self, index: int, result: Any) -> None:
         with self.path.open("a") as f:

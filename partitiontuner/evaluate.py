@@ -46,6 +46,8 @@ class Row:
     gain_vs_profiling_pct: float | None = None
     measured_makespan_us: float | None = None
     outputs_match: bool | None = None
+    measured_p10_us: float | None = None
+    measured_p90_us: float | None = None
 
 
 @dataclass
@@ -53,6 +55,7 @@ class Evaluation:
     platform: str
     profiles: str
     rows: list[Row] = field(default_factory=list)
+    cost_model: str = "uncalibrated"
     plans: dict[tuple[str, str], tuple[Problem, Plan, SimResult]] = field(default_factory=dict, repr=False)
 
     def row(self, model: str, method: str) -> Row | None:
@@ -60,7 +63,8 @@ class Evaluation:
 
     def to_dict(self) -> dict:
         """The ``evaluate --json`` object (without the list of files written)."""
-        return {"platform": self.platform, "profiles": self.profiles, "rows": rows_as_dicts(self)}
+        return {"platform": self.platform, "profiles": self.profiles, "cost_model": self.cost_model,
+                "rows": rows_as_dicts(self)}
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,7 @@ class PlanOutcome:
 
 def plan_jobs(
     models: Sequence[str], methods: Sequence[str], platform: str = "cpu-npu", profiles: str = "measure", *,
-    oracle_time_limit_s: float = 600.0,
+    oracle_time_limit_s: float = 600.0, cost_model: str = "auto",
 ) -> list[PlanJob]:
     """Every (model, method) pair as a job, models outer, in the order given."""
     unknown = [m for m in methods if m not in METHODS]
@@ -96,7 +100,8 @@ def plan_jobs(
         raise ConfigError("no models to evaluate")
     jobs = []
     for model in models:
-        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False))
+        problem = load_problem(ProblemSpec(model=model, platform=platform, profiles=profiles, progress=False,
+                                           cost_model=cost_model))
         for method in methods:
             opts = {"time_limit_s": oracle_time_limit_s} if method == ORACLE else {}
             jobs.append(PlanJob(problem, method, make_planner(method, **opts)))
@@ -122,22 +127,27 @@ def gather(
 ) -> Evaluation:
     """The evaluation of finished jobs, rows in job order; ``measure`` runs each plan
     for real here, in this process, one after another, so measurements never share
-    the machine with planning or with each other."""
+    the machine with planning or with each other; the repeats of one model's plans are
+    interleaved, so a change of machine load hits every plan alike."""
     ev = Evaluation(platform, profiles)
     for job, out in zip(jobs, outcomes, strict=True):
         problem, method, plan, sim = job.problem, job.method, out.plan, out.sim
+        ev.cost_model = "calibrated" if problem.calibration is not None else "uncalibrated"
         row = Row(model=problem.graph.name, method=method, makespan_us=sim.makespan_us,
                   planning_time_s=out.planning_time_s, num_partitions=plan.num_partitions)
         if method == ORACLE:
             row.oracle_proven = bool(plan.info.get("proven_optimal", False))
-        if measure:
-            from partitiontuner.execute import run_plan
-
-            res = run_plan(problem, plan, repeat=measure_repeat)
-            row.measured_makespan_us = res.measured_makespan_us
-            row.outputs_match = res.outputs_match
         ev.rows.append(row)
         ev.plans[(row.model, method)] = (problem, plan, sim)
+    if measure:
+        from partitiontuner.measure import measure_interleaved
+
+        for model in dict.fromkeys(r.model for r in ev.rows):
+            rows = [r for r in ev.rows if r.model == model]
+            results = measure_interleaved([ev.plans[(r.model, r.method)][:2] for r in rows], repeat=measure_repeat)
+            for row, res in zip(rows, results, strict=True):
+                row.measured_makespan_us, row.outputs_match = res.measured_makespan_us, res.outputs_match
+                row.measured_p10_us, row.measured_p90_us = res.measured_p10_us, res.measured_p90_us
     _derive(ev)
     return ev
 
@@ -174,6 +184,7 @@ def evaluate_platforms(
     on_step: Callable[[str, str], None] | None = None,
     ray_address: str | None = None,
     journal: str | Path | None = None,
+    cost_model: str = "auto",
 ) -> dict[str, Evaluation]:
     """Plan every model with every method on every platform, as one batch of jobs
     (so that on Ray the long solves of one platform overlap the others' instead of
@@ -184,6 +195,7 @@ def evaluate_platforms(
         measure: also run every plan with the executor (here, after planning).
         measure_repeat: executor runs per plan.
         on_step: ``on_step(model, method)`` after each plan.
+        cost_model: ``auto``, ``calibrated`` or ``uncalibrated`` (see :class:`ProblemSpec`).
         ray_address: ``"local"`` or a cluster's address runs each (model, platform,
             method) as a Ray task; ``None`` plans here, one after another, without
             importing Ray.
@@ -196,7 +208,8 @@ def evaluate_platforms(
     """
     with contextlib.ExitStack() as stack:
         stack.enter_context(ray_session(ray_address))  # an unreachable cluster fails before any profiling
-        batches = {p: plan_jobs(models, methods, p, profiles, oracle_time_limit_s=oracle_time_limit_s)
+        batches = {p: plan_jobs(models, methods, p, profiles, oracle_time_limit_s=oracle_time_limit_s,
+                                     cost_model=cost_model)
                    for p in dict.fromkeys(platforms)}
         jobs = [job for batch in batches.values() for job in batch]
 

@@ -55,12 +55,10 @@ from partitiontuner.atomic import OutputError, check_writable, default_mode, os_
 from partitiontuner.errors import ConfigError, PartitionTunerError
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.problem import Problem
+from partitiontuner.runtime import FORMAT, MANIFEST, VERSION, read_manifest
 from partitiontuner.simulate import simulate
 from partitiontuner.subgraph import partition_io, subgraph_model
 
-FORMAT = "partitiontuner-export"
-VERSION = 1
-MANIFEST = "manifest.json"
 MANIFEST_YAML = "manifest.yaml"
 
 
@@ -258,21 +256,13 @@ def _move_into_place(tmp: Path, out: Path, replace: bool) -> None:
 
 
 def load_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """Read an export's ``manifest.json``.
+    """Read an export's ``manifest.json`` (:func:`partitiontuner.runtime.read_manifest`,
+    which the deployable runner shares).
 
     Raises:
         ConfigError: missing, unreadable or not an export manifest.
     """
-    path = Path(out_dir) / MANIFEST
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"no export manifest at {path}") from None
-    except (OSError, ValueError):
-        raise ConfigError(f"{path}: not valid JSON (truncated or corrupt?)") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-        raise ConfigError(f"{path}: not a PartitionTuner export manifest ({FORMAT} v{VERSION})")
-    return data
+    return read_manifest(out_dir)
 
 
 def run_exported(out_dir: str | Path, feeds: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:

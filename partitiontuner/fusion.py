@@ -13,7 +13,7 @@ each chain: linear in the partition's size.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -85,21 +85,7 @@ class FusionTable:
         return best[-1]
 
     def _dp(self, c: int, positions: list[int], pu: int) -> list[float]:
-        """best[i] = best saving using the first i positions (runs broken at gaps)."""
-        savings, max_len = self.savings, self.max_len
-        best = [0.0] * (len(positions) + 1)
-        for i in range(1, len(positions) + 1):
-            b = best[i - 1]
-            p_end = positions[i - 1]
-            for length in range(2, max_len + 1):
-                j = i - length
-                if j < 0 or positions[j] != p_end - length + 1:
-                    break
-                s = savings.get((c, positions[j], length))
-                if s is not None and best[j] + s[pu] > b:
-                    b = best[j] + s[pu]
-            best[i] = b
-        return best
+        return cover_dp(self.savings, self.max_len, c, positions, pu)
 
     def _chain_cover(self, c: int, positions: list[int], pu: int) -> list[tuple[int, int]]:
         best = self._dp(c, positions, pu)
@@ -120,3 +106,55 @@ class FusionTable:
             else:  # pragma: no cover - best[i] > best[i-1] means some group ends here
                 raise AssertionError("inconsistent fusion cover")
         return out
+
+
+def cover_dp(
+    savings: Mapping[tuple[int, int, int], Sequence[float]], max_len: int, chain: int, positions: Sequence[int], pu: int,
+    skip: tuple[int, int, int] | None = None,
+) -> list:
+    """``best[i]`` = the best saving of disjoint groups inside the first ``i`` of the
+    sorted ``positions`` of one chain (runs broken at gaps); arguments as for
+    :func:`cover_step`, which it runs once per position."""
+    best: list = [0] * (len(positions) + 1)  # ints stay ints: the oracle needs integer costs
+    for i in range(1, len(positions) + 1):
+        best[i] = cover_step(savings, max_len, chain, positions, best, i, positions[i - 1], pu, skip)
+    return best
+
+
+def cover_step(
+    savings: Mapping[tuple[int, int, int], Sequence[float]], max_len: int, chain: int, positions: Sequence[int],
+    best: Sequence[float], i: int, last: int, pu: int, skip: tuple[int, int, int] | None = None,
+) -> float:
+    """One step of the cover's weighted-interval dynamic program along one chain.
+
+    The one implementation of the rule; :class:`FusionTable` runs it over a whole
+    partition, the environment extends a partition by one op with it, and the oracle
+    runs it on its integer savings.
+
+    Args:
+        savings: saving per PU of each profiled group, keyed by (chain, first
+            position, length) (:attr:`FusionTable.savings`, or the oracle's integers).
+        max_len: the longest group.
+        chain: the chain the positions lie on.
+        positions: the held chain positions, ascending; entries ``0 .. i-2`` are read.
+        best: ``best[j]`` = best saving using the first ``j`` positions, for ``j < i``.
+        i: how many positions the step covers (``>= 1``).
+        last: the ``i``-th position (``positions[i - 1]``, which the caller may not
+            have appended yet).
+        pu: the PU whose savings count.
+        skip: a group key to leave out (the oracle prices a cover without one group).
+
+    Returns:
+        ``best[i]``: the best saving of disjoint groups inside the first ``i`` positions
+        (a group counts only if its positions are consecutive, i.e. no gap inside it).
+    """
+    b = best[i - 1]
+    for length in range(2, max_len + 1):
+        j = i - length
+        if j < 0 or positions[j] != last - length + 1:
+            break
+        key = (chain, positions[j], length)
+        s = savings.get(key)
+        if s is not None and key != skip and best[j] + s[pu] > b:
+            b = best[j] + s[pu]
+    return b

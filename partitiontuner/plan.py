@@ -24,6 +24,7 @@ from partitiontuner.atomic import write_text_atomic
 from partitiontuner.errors import InfeasiblePlanError
 from partitiontuner.graph import OpGraph
 from partitiontuner.problem import Problem
+from partitiontuner.safe_io import parse_json, parse_yaml, read_text
 
 FORMAT = "partitiontuner-plan"
 VERSION = 1
@@ -271,7 +272,7 @@ def plan_from_dict(problem: Problem, data: Any, where: str = "plan") -> Plan:
     g = problem.graph
     if not isinstance(data, dict) or data.get("format") != FORMAT:
         raise InfeasiblePlanError(f"{where}: not a PartitionTuner plan (format {FORMAT!r})")
-    if data.get("version") != VERSION:
+    if type(data.get("version")) is not int or data["version"] != VERSION:  # True == 1 in Python
         raise InfeasiblePlanError(f"{where}: plan format version {data.get('version')!r}, this tool reads {VERSION}")
     try:
         model = data["model"]
@@ -281,18 +282,22 @@ def plan_from_dict(problem: Problem, data: Any, where: str = "plan") -> Plan:
             )
         parts = []
         for k, raw in enumerate(data["partitions"]):
-            if raw.get("id", k) != k:
+            if type(raw.get("id", k)) is not int or raw.get("id", k) != k:
                 raise InfeasiblePlanError(f"{where}: partition ids must be 0, 1, 2, ... in order (found {raw.get('id')!r} at position {k})")
             ops = []
+            if not isinstance(raw["ops"], list):
+                raise InfeasiblePlanError(f"{where}: partition {k}'s 'ops' must be a list of op names")
             for name in raw["ops"]:
+                if not isinstance(name, str):
+                    raise InfeasiblePlanError(f"{where}: partition {k} lists {name!r}, not an op name")
                 if name not in g.index:
                     raise InfeasiblePlanError(f"{where}: partition {k} names op {name!r}, which model {g.name!r} does not have")
                 ops.append(g.index[name])
-            if raw["backend"] not in problem.pus:
+            if not isinstance(raw["backend"], str) or raw["backend"] not in problem.pus:
                 raise InfeasiblePlanError(f"{where}: partition {k} names unknown PU {raw['backend']!r} (platform {problem.platform.name!r} has {', '.join(problem.pus)})")
             parts.append((ops, str(raw["backend"])))
         orders = data.get("order") or {pu: [i for i, (_, d) in enumerate(parts) if d == pu] for pu in problem.pus}
-        orders = {str(k): [int(x) for x in v] for k, v in orders.items()}
+        orders = {str(k): _order(v, str(k), len(parts), where) for k, v in orders.items()}
         for pu in problem.pus:
             orders.setdefault(pu, [])
         unknown = [pu for pu in orders if pu not in problem.pus]
@@ -321,15 +326,29 @@ def save_plan(problem: Problem, plan: Plan, path: str | Path, makespan_us: float
 
 
 def load_plan(problem: Problem, path: str | Path) -> Plan:
+    """Read a YAML (``.yaml``/``.yml``) or JSON plan file and validate it against ``problem``.
+
+    Raises:
+        InfeasiblePlanError: unreadable, not UTF-8, malformed, or an invalid plan.
+    """
     p = Path(path)
-    if not p.is_file():
-        raise InfeasiblePlanError(f"plan file not found: {p}")
-    text = p.read_text()
-    try:
-        data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (yaml.YAMLError, json.JSONDecodeError):
-        raise InfeasiblePlanError(f"{p}: not valid {'YAML' if p.suffix in ('.yaml', '.yml') else 'JSON'} (truncated or corrupt?)") from None
+    text = read_text(p, what="plan file", error=InfeasiblePlanError)
+    parse = parse_yaml if p.suffix in (".yaml", ".yml") else parse_json
+    data = parse(text, where=str(p), error=InfeasiblePlanError)
     return plan_from_dict(problem, data, str(p))
+
+
+def _order(seq: Any, pu: str, num_partitions: int, where: str) -> list[int]:
+    """One PU's run order: a list of distinct partition ids (integers, not ``1.7`` or ``true``)."""
+    if not isinstance(seq, list):
+        raise InfeasiblePlanError(f"{where}: the order of PU {pu!r} must be a list of partition ids")
+    for x in seq:
+        if type(x) is not int or not 0 <= x < num_partitions:
+            raise InfeasiblePlanError(f"{where}: the order of PU {pu!r} lists {x!r}, not a partition id 0..{num_partitions - 1}")
+    if len(set(seq)) != len(seq):
+        dup = next(x for x in seq if seq.count(x) > 1)
+        raise InfeasiblePlanError(f"{where}: the order of PU {pu!r} lists partition {dup} twice")
+    return list(seq)
 
 
 def _plain(v: Any) -> Any:

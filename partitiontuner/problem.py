@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.profiles import Profiles
 
+if TYPE_CHECKING:
+    from partitiontuner.calibrate import AppliedCalibration
+
 
 @dataclass(frozen=True, eq=False)
 class Problem:
@@ -27,6 +31,9 @@ class Problem:
     platform: Platform
     profiles: Profiles
     constraints: Constraints = field(default_factory=Constraints)
+    #: set when ``platform`` carries this host's fitted launch / link costs
+    #: (:mod:`partitiontuner.calibrate`); the executor emulates with ``raw_platform``
+    calibration: AppliedCalibration | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         self.profiles.check_matches(self.graph, self.platform)
@@ -83,17 +90,27 @@ class Problem:
     # --- costs -----------------------------------------------------------------------------
     @cached_property
     def op_time(self) -> np.ndarray:
-        """``(num_ops, num_pus)`` latency in us; ``inf`` where the PU cannot run the op."""
-        t = np.array(self.profiles.op_latency_us, dtype=np.float64)
+        """``(num_ops, num_pus)`` latency in us; ``inf`` where the PU cannot run the op.
+
+        The profiled latency times the PU's ``work_scale`` (1 unless calibrated): the
+        one place the scale enters, so the simulator, the fusion cover, the oracle's
+        tables and the environment all see the same scaled numbers.
+        """
+        t = np.array(self.profiles.op_latency_us, dtype=np.float64) * self.work_scale
         t[~np.isfinite(t)] = np.inf
         return t
+
+    @cached_property
+    def work_scale(self) -> np.ndarray:
+        """``(num_pus,)`` multiplier on profiled work (:attr:`Device.work_scale`)."""
+        return np.array([d.work_scale for d in self.platform.devices], dtype=np.float64)
 
     @cached_property
     def group_time(self) -> dict[frozenset[int], np.ndarray]:
         """Profiled groups: op set -> ``(num_pus,)`` latency (``inf`` where unsupported)."""
         out = {}
         for ops, lat in self.profiles.groups.items():
-            t = np.array(lat, dtype=np.float64)
+            t = np.array(lat, dtype=np.float64) * self.work_scale
             t[~np.isfinite(t)] = np.inf
             out[frozenset(ops)] = t
         return out

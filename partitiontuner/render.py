@@ -23,6 +23,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from partitiontuner.calibrate import cost_model_of
+
 PROG = "partitiontuner"
 
 
@@ -220,11 +222,27 @@ def plan(con: Console, result: Any, *, show_report: bool = False) -> None:
     util = ", ".join(f"{pu} {100 * busy.get(pu, 0.0) / sim.makespan_us:.0f} %" for pu in problem.pus)
     con.print(f"[bold]{problem.graph.name}[/bold] on {problem.platform.name} with {p.method}: "
               f"makespan [bold]{sim.makespan_us:,.1f} us[/bold], {p.num_partitions} partitions, "
-              f"planned in {result.planning_time_s:.3f} s (busy: {util}; profiles: {problem.profiles.source})")
+              f"planned in {result.planning_time_s:.3f} s (busy: {util}; profiles: {problem.profiles.source}; "
+              f"{cost_model_of(problem)} cost model)")
     for key, unit in (("proven_optimal", ""), ("lower_bound_us", " us"), ("gap", "")):
         if key in p.info:
             con.print(f"  {key}: {p.info[key]}{unit}")
+    if "policy_makespan_us" in p.info:
+        con.print(rl_sources(p.info, sim.makespan_us), markup=False)
     written(con, result.files)
+
+
+def rl_sources(info: Any, returned_us: float) -> str:
+    """The RL planner's sources beside the returned makespan, so the policy's own
+    result is always in view (``-``: that source did not run)."""
+    def us(key: str) -> str:
+        v = info.get(key)
+        return "-" if v is None else f"{v:,.1f} us"
+
+    heuristic = f"{us('heuristic_makespan_us')}" + (f" ({info['heuristic_method']})" if info.get("heuristic_method") else "")
+    return (f"  returned {returned_us:,.1f} us from {info.get('winner', 'policy')}; policy alone (greedy) "
+            f"{us('policy_makespan_us')}, best sample {us('sampled_makespan_us')}, best heuristic {heuristic}, "
+            f"search {us('search_makespan_us')}")
 
 
 def written(con: Console, files: dict[str, str]) -> None:
@@ -238,7 +256,8 @@ def simulation(con: Console, result: Any) -> None:
     partitions(con, result.report())
     g, sim = result.problem.graph, result.sim
     con.print(f"[bold]{g.name}[/bold] on {result.problem.platform.name}: makespan [bold]{sim.makespan_us:,.1f} us"
-              f"[/bold], {result.plan.num_partitions} partitions, {len(sim.transfers)} transfers")
+              f"[/bold], {result.plan.num_partitions} partitions, {len(sim.transfers)} transfers "
+              f"({cost_model_of(result.problem)} cost model)")
     written(con, result.files)
 
 
@@ -288,14 +307,17 @@ def execution(con: Console, res: Any) -> None:
           [Column("id", True), Column("PU"), Column("ops", True), Column("start us", True),
            Column("pred. start us", True), Column("time us", True), Column("pred. time us", True),
            Column("ratio", True)], rows)
-    con.print(f"makespan: measured [bold]{res.measured_makespan_us:,.1f} us[/bold] (median; runs "
-              f"{min(res.makespan_runs_us):,.1f}..{max(res.makespan_runs_us):,.1f} us), simulated "
-              f"[bold]{res.simulated_makespan_us:,.1f} us[/bold], measured/simulated {res.ratio:.3f}")
+    con.print(f"makespan: measured [bold]{res.measured_makespan_us:,.1f} us[/bold] (median of {res.repeat}; "
+              f"p10 {res.measured_p10_us:,.1f}, p90 {res.measured_p90_us:,.1f} us), simulated "
+              f"[bold]{res.simulated_makespan_us:,.1f} us[/bold] ({res.cost_model} cost model), "
+              f"measured/simulated {res.ratio:.3f}")
     verdict = "[green]match[/green]" if res.outputs_match else "[red]DO NOT match[/red]"
     con.print(f"outputs {verdict} the whole-model ONNX Runtime run (rtol {res.rtol:g}, atol {res.atol:g}; "
               f"max abs error {res.max_abs_error:.3g})")
     for line in res.notes:
         con.print(f"note: {line}", markup=False)
+    for w in res.warnings:
+        note(w, "warning")
 
 
 def export(con: Console, res: Any) -> None:
@@ -313,3 +335,42 @@ def evaluation(con: Console, ev: Any, files: Sequence[Any], out_dir: str) -> Non
     markdown(con, to_markdown(ev))
     con.print(f"wrote {len(files)} files to {out_dir}/ (results.csv, results.md, makespan_vs_oracle.png, "
               "Gantt charts, plans)", markup=False)
+
+
+# ---------------------------------------------------------------------------------
+# fidelity: plan --tune, calibrate
+
+
+def tuning(con: Console, tuned: Any) -> None:
+    """``plan --tune``: predicted vs measured for every candidate, and the rank agreement."""
+    rows = []
+    for i, c in enumerate(tuned.candidates):
+        m = c.measured
+        rows.append((str(i), c.source, str(c.plan.num_partitions), _us(c.predicted_us), _us(m.measured_makespan_us),
+                     _us(m.measured_p10_us), _us(m.measured_p90_us), f"{m.measured_makespan_us / c.predicted_us:.3f}",
+                     "<- chosen" if i == tuned.chosen else ""))
+    table(con, "--tune: candidates in predicted order",
+          [Column("#", True), Column("source"), Column("parts", True), Column("predicted us", True),
+           Column("measured us", True), Column("p10 us", True), Column("p90 us", True), Column("meas./pred.", True),
+           Column("")], rows)
+    tau = tuned.kendall_tau
+    con.print(f"rank agreement predicted vs measured: Kendall tau {'n/a' if tau != tau else f'{tau:.2f}'} over "
+              f"{len(tuned.candidates)} plans; returning {tuned.best.source} (measured fastest)")
+    for w in dict.fromkeys(w for c in tuned.candidates for w in c.measured.warnings if "loaded" in w):
+        note(w, "warning")
+
+
+def calibration(con: Console, cal: Any, path: Any) -> None:
+    """``calibrate``: the fitted parameters and the error before and after."""
+    rows = []
+    for pu, v in cal.launch_us.items():
+        rows.append((f"{pu} launch per partition", f"{v:.1f} us", str(cal.launch_samples.get(pu, ""))))
+        rows.append((f"{pu} work scale", f"x{cal.work_scale.get(pu, 1.0):.3f}", ""))
+    for (a, b), f in cal.links.items():
+        rows.append((f"{a}->{b} latency / bandwidth",
+                     f"{f.latency_us:.1f} us / {1 / max(f.us_per_byte, 1e-12) / 1000:.2f} GB/s", str(f.samples)))
+    table(con, f"calibration of {cal.platform} on this host ({cal.plans} plans, {cal.seconds:.0f} s)",
+          [Column("parameter"), Column("fitted", True), Column("samples", True)], rows)
+    con.print(f"median |simulated / measured - 1| on the microbenchmarks: {100 * (cal.error_before or 0):.1f} % "
+              f"uncalibrated, {100 * (cal.error_after or 0):.1f} % calibrated")
+    con.print(f"written to {path}; used from now on with measured profiles (--no-calibration to opt out)", markup=False)

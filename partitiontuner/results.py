@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from partitiontuner.branches import GraphStructure, analyse
+from partitiontuner.calibrate import cost_model_of
 from partitiontuner.graph import OpGraph
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.problem import Problem
@@ -124,7 +125,11 @@ class PlanResult:
         """
         t0 = time.perf_counter()
         plan = planner.plan(problem)
-        planning_time = time.perf_counter() - t0
+        return cls.of_plan(problem, plan, time.perf_counter() - t0)
+
+    @classmethod
+    def of_plan(cls, problem: Problem, plan: Plan, planning_time: float) -> PlanResult:
+        """Validate, simulate and explain a plan made elsewhere (e.g. by ``--tune``)."""
         validate_plan(problem, plan)
         sim = simulate(problem, plan)
         report = placement_report(problem, plan, sim)
@@ -139,6 +144,7 @@ class PlanResult:
             "model": self.problem.graph.name, "platform": self.problem.platform.name, "method": self.plan.method,
             "makespan_us": round(self.sim.makespan_us, 3), "planning_time_s": round(self.planning_time_s, 4),
             "num_partitions": self.plan.num_partitions, "profiles": self.problem.profiles.source,
+            "cost_model": cost_model_of(self.problem),
             "partitions": [{"id": p["id"], "device": p["device"], "ops": p["ops"], "start_us": p["start_us"],
                             "end_us": p["end_us"], "parallel_with": p["parallel_with"]} for p in rep["partitions"]],
             "placement": rep["placement"],
@@ -176,7 +182,8 @@ class SimulationResult:
         return {
             "model": g.name, "platform": self.problem.platform.name, "platform_source": self.platform_source,
             "method": self.plan.method, "makespan_us": round(sim.makespan_us, 3),
-            "num_partitions": self.plan.num_partitions,
+            "num_partitions": self.plan.num_partitions, "profiles": self.problem.profiles.source,
+            "cost_model": cost_model_of(self.problem),
             "partitions": [{"id": t.index, "device": t.device,
                             "ops": [g.nodes[v].name for v in self.plan.partitions[t.index].ops],
                             "start_us": round(t.start_us, 3), "end_us": round(t.end_us, 3),

@@ -14,7 +14,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from partitiontuner.branches import chain_groups
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import Platform, platform_from_dict
 from partitiontuner.profiling.profiles import Profiles
 

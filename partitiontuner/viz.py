@@ -314,3 +314,58 @@ def bar_chart(evaluation, path: str | Path, zoom_max: float = 1.10) -> Figure:
     fig.tight_layout()
     write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))
     return fig
+
+
+# ---------------------------------------------------------------------------------
+# measured vs simulated
+
+
+def gantt_measured_vs_simulated(problem: Problem, plan: Plan, sim: SimResult, measured, path: str | Path | None,
+                                title: str | None = None) -> Figure:
+    """Two panels on one time axis: the measured median run (``measured``, an
+    :class:`~partitiontuner.execute.ExecutionResult`) above, the simulation below; one
+    lane per PU, hand-offs as hatched bars on the receiving PU's lane edge. The gap
+    between a partition's two bars is where the cost model is wrong.
+
+    Raises:
+        ConfigError: an unsupported file suffix, or timings not of this plan.
+    """
+    fmt = None
+    if path is not None:
+        fmt = Path(path).suffix.lower().lstrip(".")
+        if fmt not in GANTT_FORMATS:
+            raise ConfigError(f"Gantt chart {path}: unsupported format {fmt!r}; use .png or .svg")
+    if len(measured.partitions) != plan.num_partitions or len(sim.partitions) != plan.num_partitions:
+        raise ConfigError("the timings given to gantt_measured_vs_simulated are not of this plan")
+    pus = list(problem.pus)
+    end = max(measured.measured_makespan_us, sim.makespan_us, *(q.measured_end_us for q in measured.partitions))
+    scale, unit = (1e-3, "ms") if end >= 10_000 else (1.0, "us")
+    fig = Figure(figsize=(13.0, 1.6 + 0.9 * len(pus)), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(2, 1, sharex=True)
+    panels = (
+        ("measured (median run)", [(q.device, q.measured_start_us, q.measured_end_us) for q in measured.partitions],
+         [(t.dst_device, t.start_us, t.end_us, t.src_device) for t in measured.transfers], measured.measured_makespan_us),
+        (f"simulated ({measured.cost_model})", [(t.device, t.start_us, t.end_us) for t in sim.partitions],
+         [(x.dst_device, x.start_us, x.end_us, x.src_device) for x in sim.transfers], sim.makespan_us),
+    )
+    for ax, (name, bars, moves, makespan) in zip(axes, panels, strict=True):
+        for dev, s, e in bars:
+            ax.barh(pus.index(dev), (e - s) * scale, left=s * scale, height=0.6, color=pu_color(problem, dev),
+                    edgecolor="white", linewidth=0.4)
+        for dev, s, e, src in moves:
+            ax.barh(pus.index(dev) - 0.38, (e - s) * scale, left=s * scale, height=0.12, color=pu_color(problem, src),
+                    alpha=0.5, hatch="///", linewidth=0)
+        ax.axvline(makespan * scale, color="black", linestyle="--", linewidth=1.0)
+        ax.set_yticks(range(len(pus)), pus)
+        ax.set_ylim(len(pus) - 0.5, -0.6)
+        ax.set_title(f"{name}: makespan {makespan * scale:,.1f} {unit}", fontsize=9, loc="left")
+        ax.grid(axis="x", alpha=0.3)
+    axes[1].set_xlabel(f"time ({unit})")
+    axes[1].set_xlim(0, end * scale * 1.02 or 1.0)
+    fig.suptitle(title or f"{problem.graph.name} on {problem.platform.name}: {plan.method}, measured vs simulated "
+                 f"(ratio {measured.ratio:.3f})", fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        write_atomic(path, lambda tmp: fig.savefig(tmp, format=fmt))
+    return fig

@@ -18,6 +18,10 @@ from partitiontuner.zoo import load_model
 #: where profiles come from: measured (and cached) on this machine, the committed
 #: fixtures, or else files measured elsewhere
 PROFILE_SOURCES = ("measure", "fixture")
+#: which cost-model parameters to use: this host's calibration when there is one and
+#: profiles are measured (``auto``), the calibration or an error (``calibrated``), or
+#: the platform's own numbers (``uncalibrated``)
+COST_MODELS = ("auto", "calibrated", "uncalibrated")
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,9 @@ class ProblemSpec:
         refresh: re-measure even when the cache has the numbers.
         fill: complete imported profile files: ``emulator`` or ``measure``.
         constraints: pins, forbids and partition limits.
+        cost_model: one of :data:`COST_MODELS`. Calibrations are fitted on top of
+            measured profiles of this host, so ``auto`` applies one only with
+            ``profiles="measure"``.
     """
 
     model: str = "squeezenet"
@@ -47,6 +54,7 @@ class ProblemSpec:
     fill: str | None = None
     constraints: Constraints = field(default_factory=Constraints)
     progress: bool = True
+    cost_model: str = "auto"
 
 
 def load_problem(spec: ProblemSpec) -> Problem:
@@ -54,8 +62,26 @@ def load_problem(spec: ProblemSpec) -> Problem:
     platform = load_platform(spec.platform)
     if spec.threads is not None:
         platform = platform.with_cpu_threads(spec.threads)
+    spec.constraints.check(graph, platform)  # a typo in a pattern fails before profiling
     profiles = get_profiles(graph, platform, spec)
-    return Problem(graph, platform, profiles, spec.constraints)
+    platform, calibration = _calibration(platform, spec)
+    return Problem(graph, platform, profiles, spec.constraints, calibration=calibration)
+
+
+def _calibration(platform: Platform, spec: ProblemSpec):
+    """The platform with this host's calibration applied (and the calibration), or as
+    given (and ``None``), as ``spec.cost_model`` asks."""
+    if spec.cost_model not in COST_MODELS:
+        raise ConfigError(f"unknown cost model {spec.cost_model!r}: use {', '.join(COST_MODELS)}")
+    if spec.cost_model == "uncalibrated" or (spec.cost_model == "auto" and spec.profiles != "measure"):
+        return platform, None
+    from partitiontuner.calibrate import calibrated_platform
+
+    calibrated, applied = calibrated_platform(platform)
+    if applied is None and spec.cost_model == "calibrated":
+        raise ConfigError(f"no usable calibration of platform {platform.name!r} on this host: "
+                          f"run `partitiontuner calibrate --platform {spec.platform}` first")
+    return calibrated, applied
 
 
 def get_profiles(graph: OpGraph, platform: Platform, spec: ProblemSpec) -> Profiles:
@@ -97,15 +123,14 @@ class PlatformChoice:
 def saved_platform(plan_path: str | Path) -> str | None:
     """The ``platform`` a plan file names, or ``None`` if it cannot be read (loading the
     plan later reports why)."""
-    import json
-
-    import yaml
+    from partitiontuner.errors import PartitionTunerError
+    from partitiontuner.safe_io import parse_json, parse_yaml, read_text
 
     p = Path(plan_path)
-    try:
-        text = p.read_text()
-        data = yaml.safe_load(text) if p.suffix in (".yaml", ".yml") else json.loads(text)
-    except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError, RecursionError):
+    parse = parse_yaml if p.suffix in (".yaml", ".yml") else parse_json
+    try:  # a FIFO or /dev/zero must not hang here: safe_io opens regular files only
+        data = parse(read_text(p, what="plan file"), where=str(p))
+    except PartitionTunerError:
         return None
     name = data.get("platform") if isinstance(data, dict) else None
     return name if isinstance(name, str) and name else None

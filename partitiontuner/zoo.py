@@ -16,7 +16,9 @@ import onnx
 from onnx import TensorProto, helper
 
 from partitiontuner.errors import GraphLoadError
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.memory_guard import check_tensors_fit
+from partitiontuner.onnx_loader import load_graph
 
 
 @dataclass(frozen=True)
@@ -178,6 +180,8 @@ def load_model(
 
 def random_input(graph: OpGraph, seed: int = 0) -> dict[str, np.ndarray]:
     """Seeded random feeds for every graph input."""
+    weights = sum(n.weight_bytes for n in graph.nodes)  # the run builds them all next
+    check_tensors_fit(graph, [t.name for t in graph.inputs], "to run the model", extra_bytes=weights, error=GraphLoadError)
     rng = np.random.default_rng(seed)
     feeds = {}
     for t in graph.inputs:

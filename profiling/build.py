@@ -1,15 +1,18 @@
-"""Graph + platform -> :class:`Profiles`: CPU PUs measured (and cached), NPUs emulated.
+"""Graph + platform -> :class:`Profiles`: PUs run by ONNX Runtime measured (and cached),
+emulated NPUs emulated.
 
 Every op, and every candidate group from :func:`partitiontuner.branches.chain_groups`
 (runs of 2-3 ops along a sequential branch), gets a latency on every PU:
 
-* a CPU PU: the ONNX Runtime time on this machine at the PU's thread count
-  (:mod:`partitiontuner.profiling.cpu_profiler`) divided by its ``speed_factor``. CPU
-  PUs with the same thread count share one measurement; units with equal signatures
+* a PU whose runtime is ``onnxruntime`` (every CPU; an NPU that says so): the ONNX
+  Runtime time on this machine with the PU's settings (threads, providers, cores:
+  :class:`partitiontuner.platform.OrtSettings`; :mod:`partitiontuner.profiling.cpu_profiler`)
+  divided by its ``speed_factor``. PUs with equal settings share one measurement
+  (the tables below are keyed by them); units with equal signatures
   (the repeated blocks of a ResNet) are measured once; every measurement goes through
   the disk cache (:mod:`partitiontuner.profiling.cache`), so a second run measures
   nothing.
-* an NPU: the systolic-array emulator (:mod:`partitiontuner.profiling.npu_emulator`).
+* an emulated NPU: the systolic-array emulator (:mod:`partitiontuner.profiling.npu_emulator`).
 * ``nan`` where the PU cannot run the op, or some member of the group.
 """
 
@@ -24,9 +27,9 @@ import numpy as np
 
 from partitiontuner.branches import chain_groups
 from partitiontuner.graph import OpGraph
-from partitiontuner.platform import Device, Platform
+from partitiontuner.platform import Device, OrtSettings, Platform
 from partitiontuner.profiling.cache import ProfileCache, unit_signature
-from partitiontuner.profiling.cpu_profiler import CpuProfiler, MeasureSettings
+from partitiontuner.profiling.cpu_profiler import CpuProfiler, MeasureSettings, check_unit_fits
 from partitiontuner.profiling.profiles import Profiles
 from partitiontuner.subgraph import partition_io
 
@@ -35,7 +38,8 @@ Group = tuple[int, ...]
 
 @dataclass
 class CpuTable:
-    """CPU latencies of one model at one thread count, before any ``speed_factor``.
+    """ONNX Runtime latencies of one model with one :class:`OrtSettings`, before any
+    ``speed_factor``.
 
     Attributes:
         op_latency_us: ``(num_ops,)``; ``nan`` for ops not measured.
@@ -58,7 +62,7 @@ def build_profiles(
     progress: bool = True,
     cache: ProfileCache | None = None,
     settings: MeasureSettings | None = None,
-    profilers: MutableMapping[int, CpuProfiler] | None = None,
+    profilers: MutableMapping[OrtSettings, CpuProfiler] | None = None,
 ) -> Profiles:
     """Profile every op and candidate group of ``graph`` on every PU of ``platform``.
 
@@ -67,8 +71,8 @@ def build_profiles(
         progress: show a progress bar on stderr while measuring.
         cache: the measurement cache; default: one at the default location.
         settings: the repeat protocol (tests use a short one).
-        profilers: thread count -> profiler to reuse; filled with any created, so a
-            caller can read their ``sessions_created`` or share their baselines.
+        profilers: ONNX Runtime settings -> profiler to reuse; filled with any created,
+            so a caller can read their ``sessions_created`` or share their baselines.
 
     Raises:
         ProfileError: ONNX Runtime cannot build or run an op's or group's subgraph.
@@ -76,20 +80,28 @@ def build_profiles(
     cache = cache if cache is not None else ProfileCache()
     profilers = profilers if profilers is not None else {}
     groups = list(chain_groups(graph))
-    tables: dict[int, CpuTable] = {}
-    for threads in sorted({d.threads for d in platform.devices if d.kind == "cpu"}):
-        devices = [d for d in platform.devices if d.kind == "cpu" and d.threads == threads]
+    tables: dict[OrtSettings, CpuTable] = {}
+    for ort, devices in measured_devices(platform).items():
         ops = [i for i in range(graph.num_ops) if any(d.can_run(graph.nodes[i]) for d in devices)]
         runnable = set(ops)
         tgroups = [g for g in groups if all(i in runnable for i in g)]
-        tables[threads] = measure_cpu(graph, threads, ops, tgroups, cache=cache, refresh=refresh,
-                                      settings=settings, progress=progress, profilers=profilers)
+        tables[ort] = measure_cpu(graph, ort, ops, tgroups, cache=cache, refresh=refresh,
+                                  settings=settings, progress=progress, profilers=profilers)
     return assemble_profiles(graph, platform, tables, groups, source="measured", host=cache.host)
+
+
+def measured_devices(platform: Platform) -> dict[OrtSettings, list[Device]]:
+    """The PUs ONNX Runtime runs (not emulated), grouped by their settings: one
+    measurement serves each group. Ordered by thread count, then platform order."""
+    out: dict[OrtSettings, list[Device]] = {}
+    for d in sorted((d for d in platform.devices if not d.emulated), key=lambda d: d.threads):
+        out.setdefault(d.ort, []).append(d)
+    return out
 
 
 def measure_cpu(
     graph: OpGraph,
-    threads: int,
+    threads: int | OrtSettings,
     ops: Sequence[int],
     groups: Sequence[Group],
     *,
@@ -97,12 +109,14 @@ def measure_cpu(
     refresh: bool = False,
     settings: MeasureSettings | None = None,
     progress: bool = True,
-    profilers: MutableMapping[int, CpuProfiler] | None = None,
+    profilers: MutableMapping[OrtSettings, CpuProfiler] | None = None,
 ) -> CpuTable:
-    """CPU latencies of ``ops`` and ``groups`` at ``threads``: from the cache, else
-    measured (each distinct unit signature once) and stored in the cache."""
+    """ONNX Runtime latencies of ``ops`` and ``groups`` with ``threads`` intra-op threads
+    (or a PU's full settings): from the cache, else measured (each distinct unit
+    signature once) and stored in the cache."""
+    ort = threads if isinstance(threads, OrtSettings) else OrtSettings(threads)
     units: list[Group] = [(i,) for i in ops] + [tuple(sorted(g)) for g in groups]
-    keys = [cache.key(unit_signature(graph, u), threads) for u in units]
+    keys = [cache.key(unit_signature(graph, u), ort) for u in units]
     found = {}
     todo: dict[str, Group] = {}
     for key, unit in zip(keys, units, strict=True):
@@ -115,11 +129,13 @@ def measure_cpu(
             found[key] = m
     baseline = math.nan
     if todo:
+        for unit in todo.values():  # refuse before the first measurement, not halfway
+            check_unit_fits(graph, unit)
         profilers = profilers if profilers is not None else {}
-        if threads not in profilers:
-            profilers[threads] = CpuProfiler(threads, settings)
-        profiler = profilers[threads]
-        with _progress(progress, f"{graph.name}: CPU, {threads} thread{'s' if threads > 1 else ''}", len(todo)) as tick:
+        if ort not in profilers:
+            profilers[ort] = CpuProfiler(ort, settings)
+        profiler = profilers[ort]
+        with _progress(progress, f"{graph.name}: {ort.describe()}", len(todo)) as tick:
             for key, unit in todo.items():
                 m = profiler.measure(graph, unit)
                 cache.put(key, m, what=f"{graph.name}:{'>'.join(graph.nodes[i].name for i in unit)}")
@@ -140,16 +156,16 @@ def measure_cpu(
 def assemble_profiles(
     graph: OpGraph,
     platform: Platform,
-    cpu: Mapping[int, CpuTable],
+    cpu: Mapping[OrtSettings, CpuTable],
     groups: Sequence[Group],
     *,
     source: str,
     host: str,
 ) -> Profiles:
-    """Combine CPU tables (by thread count) with the NPU emulator into :class:`Profiles`.
+    """Combine ONNX Runtime tables (by settings) with the NPU emulator into :class:`Profiles`.
 
-    A CPU PU's latency is its thread count's table divided by its ``speed_factor``;
-    an NPU's comes from the emulator. ``nan`` wherever the PU cannot run the op (or a
+    A PU run by ONNX Runtime takes its settings' table (``cpu[device.ort]``) divided by
+    its ``speed_factor``; an emulated NPU's latency comes from the emulator. ``nan`` wherever the PU cannot run the op (or a
     member of the group), or the emulator cannot model it.
     """
     n, p = graph.num_ops, platform.num_pus
@@ -160,8 +176,8 @@ def assemble_profiles(
     gspread = {g: np.full(p, np.nan) for g in keys}
     for j, dev in enumerate(platform.devices):
         can = np.array([dev.can_run(op) for op in graph.nodes], dtype=bool)
-        if dev.kind == "cpu":
-            table = cpu[dev.threads]
+        if not dev.emulated:
+            table = cpu[dev.ort]
             lat[can, j] = table.op_latency_us[can] / dev.speed_factor
             spread[can, j] = table.op_spread[can]
             for g in keys:

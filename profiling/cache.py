@@ -3,13 +3,14 @@
 An entry is one measured unit (an op, or a group of ops with its internal wiring).
 Its key hashes what the time depends on: the unit's signature (each member's
 :attr:`OpNode.signature` plus how members feed each other), the measurement settings
-(threads, protocol) and the host fingerprint (CPU model and flags, core count, ORT and
+(the PU's threads, providers and cores; the protocol) and the host fingerprint (CPU model and flags, core count, ORT and
 numpy versions, ORT build). A changed machine therefore misses the cache and
 re-profiles; the old entries stay, harmlessly, under their own keys.
 
 Layout: ``<root>/cpu/<key[:2]>/<key>.json``, each file written atomically and holding
-its payload and a SHA-256 of it. A file that is not valid JSON (truncated), has the
-wrong schema or key, or whose checksum does not match is reported with one warning
+its payload and a SHA-256 of it. A file that is not valid JSON (truncated), is not a
+regular file (a FIFO would hang the reader, ``/dev/zero`` would fill memory) or is too
+large, has the wrong schema or key, or whose checksum does not match is reported with one warning
 line (logger ``partitiontuner.profiling.cache``) and treated as missing, so the
 caller re-measures and overwrites it.
 
@@ -30,10 +31,15 @@ from pathlib import Path
 from typing import Any
 
 from partitiontuner.atomic import write_text_atomic
+from partitiontuner.errors import ProfileError
 from partitiontuner.graph import OpGraph
+from partitiontuner.platform import OrtSettings
 from partitiontuner.profiling.cpu_profiler import PROTOCOL, Measurement
+from partitiontuner.safe_io import parse_json, read_text
 
 ENV_VAR = "PARTITIONTUNER_CACHE"
+#: an entry is a few hundred bytes; anything much larger is not one of ours
+MAX_ENTRY_BYTES = 1 << 20
 FORMAT = "partitiontuner-cache"
 VERSION = 1
 
@@ -138,8 +144,12 @@ class ProfileCache:
         self._fresh: set[str] = set()
         self._unwritable = False
 
-    def key(self, signature: str, threads: int) -> str:
-        blob = json.dumps([FORMAT, VERSION, PROTOCOL, signature, {"threads": threads}, self.host], separators=(",", ":"))
+    def key(self, signature: str, threads: int | OrtSettings) -> str:
+        """The entry of unit ``signature`` measured with ``threads`` intra-op threads, or
+        with a PU's full ONNX Runtime settings (providers and cores count where they
+        differ from the defaults: :attr:`OrtSettings.signature`)."""
+        runtime = threads.signature if isinstance(threads, OrtSettings) else {"threads": threads}
+        blob = json.dumps([FORMAT, VERSION, PROTOCOL, signature, runtime, self.host], separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def path(self, key: str) -> Path:
@@ -152,17 +162,14 @@ class ProfileCache:
             self.misses += 1
             return None
         p = self.path(key)
-        try:
-            raw = p.read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        if not os.path.lexists(p):
             self.misses += 1
             return None
-        except OSError as exc:
-            return self._bad(p, f"unreadable ({exc.strerror})")
-        try:
-            data = json.loads(raw.decode("utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            return self._bad(p, "not valid JSON (truncated?)")
+        try:  # a FIFO, a symlink to /dev/zero, a huge or deeply nested file: corrupt, not fatal
+            data = parse_json(read_text(p, what="entry", error=ProfileError, max_bytes=MAX_ENTRY_BYTES),
+                              where="entry", error=ProfileError)
+        except ProfileError as exc:
+            return self._bad(p, str(exc).removeprefix(f"entry {p} ").removeprefix("entry: "))
         if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
             return self._bad(p, "wrong format or version")
         if data.get("key") != key:

@@ -22,7 +22,7 @@ from partitiontuner.branches import chain_groups
 from partitiontuner.errors import ConfigError, ProfileError
 from partitiontuner.graph import OpGraph, OpNode
 from partitiontuner.platform import Platform, load_platform
-from partitiontuner.profiling.build import CpuTable, assemble_profiles
+from partitiontuner.profiling.build import CpuTable, assemble_profiles, measured_devices
 from partitiontuner.profiling.profiles import Profiles
 from partitiontuner.zoo import TRAIN_MODELS, UNSEEN_MODELS, load_model
 
@@ -139,5 +139,5 @@ def modelled_profiles(graph: OpGraph, platform: Platform, cpu_model: CpuCostMode
     for gr in groups:
         key = tuple(sorted(gr))
         table.groups[key] = (cpu_model.group_latency_us([graph.nodes[i] for i in key]), math.nan)
-    threads = {d.threads for d in platform.devices if d.kind == "cpu"}
-    return assemble_profiles(graph, platform, {t: table for t in threads}, groups, source="modelled", host="cpu-model")
+    return assemble_profiles(graph, platform, dict.fromkeys(measured_devices(platform), table), groups,
+                             source="modelled", host="cpu-model")

@@ -10,12 +10,19 @@ per-run cost; that cost is measured once per profiler on a one-element ``Identit
 model run the same way (the *baseline*) and subtracted. The platform's CPU
 ``dispatch_overhead_us`` models per-partition overhead instead.
 
+Sessions are those of the PU being profiled (:class:`partitiontuner.platform.OrtSettings`,
+built by :mod:`partitiontuner.profiling.ort_runtime`): its execution providers and their
+options, its intra-op thread count, and, when the PU names ``cores``, the measuring
+thread (and ORT's pool threads) pinned to them while measuring, so a profile is that
+PU's own number.
+
 The timer is the calling thread's CPU time when the session has one intra-op
-thread (ORT then computes on the calling thread): on a machine shared with other
-jobs, time the OS gives to other processes is not counted, whereas wall time would
-be (measured under two busy loops on two cores, a 2.2 ms Conv kept its CPU-time
-median and p90 while its wall-time p90 tripled). With several threads the work is
-spread over ORT's pool, so wall time is used, and a quiet machine is needed.
+thread on the CPU execution provider alone (ORT then computes on the calling thread):
+on a machine shared with other jobs, time the OS gives to other processes is not
+counted, whereas wall time would be (measured under two busy loops on two cores, a
+2.2 ms Conv kept its CPU-time median and p90 while its wall-time p90 tripled). With
+several threads the work is spread over ORT's pool, and another provider computes on
+its device, so wall time is used, and a quiet machine is needed.
 
 Protocol per unit: ``warmup_runs`` untimed runs (and at least ``warmup_s`` seconds),
 then timed runs until both ``min_repeats`` and ``min_time_s`` are reached, stopping at
@@ -38,6 +45,9 @@ from onnx import TensorProto, helper
 
 from partitiontuner.errors import ProfileError
 from partitiontuner.graph import OpGraph
+from partitiontuner.memory_guard import check_tensors_fit
+from partitiontuner.platform import CPU_PROVIDER, OrtSettings
+from partitiontuner.profiling.ort_runtime import caller_cores, first_line, make_session, pinned
 from partitiontuner.subgraph import partition_io, subgraph_model
 
 #: bump when the measurement protocol changes in a way that changes the numbers;
@@ -108,9 +118,15 @@ class Measurement:
 
 
 class CpuProfiler:
-    """Times op sets in ONNX Runtime sessions with a fixed intra-op thread count.
+    """Times op sets in ONNX Runtime sessions of one PU runtime.
+
+    Args:
+        threads: intra-op threads (the CPU execution provider, unpinned), or the PU's
+            full :class:`OrtSettings`.
+        settings: the repeat protocol.
 
     Attributes:
+        ort: providers, options, threads and cores of every session.
         threads: intra-op threads of every session.
         settings: the repeat protocol.
         sessions_created: ``InferenceSession`` objects this profiler built (the
@@ -120,35 +136,28 @@ class CpuProfiler:
     #: sessions built by every profiler in this process
     sessions_total: int = 0
 
-    def __init__(self, threads: int = 1, settings: MeasureSettings | None = None):
-        if threads < 1:
-            raise ProfileError(f"CPU thread count must be >= 1, got {threads}")
-        self.threads = threads
+    def __init__(self, threads: int | OrtSettings = 1, settings: MeasureSettings | None = None):
+        ort = threads if isinstance(threads, OrtSettings) else OrtSettings(threads)
+        if ort.threads < 1:
+            raise ProfileError(f"CPU thread count must be >= 1, got {ort.threads}")
+        self.ort = ort
+        self.threads = ort.threads
         self.settings = settings or MeasureSettings()
         self.sessions_created = 0
         self._baseline_us: float | None = None
 
     @property
     def clock(self):
-        """The timer of one run, in ns: this thread's CPU time at 1 thread, else wall time."""
-        return time.thread_time_ns if self.threads == 1 else time.perf_counter_ns
+        """The timer of one run, in ns: this thread's CPU time at 1 thread on the CPU
+        provider alone, else wall time."""
+        on_caller = self.threads == 1 and self.ort.providers == (CPU_PROVIDER,)
+        return time.thread_time_ns if on_caller else time.perf_counter_ns
 
     # --- sessions ---------------------------------------------------------------------
     def _session(self, model: onnx.ModelProto, what: str):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = self.threads
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.log_severity_level = 3
         self.sessions_created += 1
         CpuProfiler.sessions_total += 1
-        try:
-            return ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
-            raise ProfileError(f"ONNX Runtime cannot build a session for {what}: {_first_line(exc)}") from None
+        return make_session(model, self.ort, what, ProfileError)
 
     def _time(self, sess, feeds: dict[str, np.ndarray], outputs: dict[str, np.ndarray], what: str) -> np.ndarray:
         """Raw per-run times in us, following :class:`MeasureSettings`."""
@@ -179,7 +188,7 @@ class CpuProfiler:
                 if n >= s.min_repeats and elapsed >= s.min_time_s:
                     break
         except Exception as exc:
-            raise ProfileError(f"ONNX Runtime failed to run {what}: {_first_line(exc)}") from None
+            raise ProfileError(f"ONNX Runtime failed to run {what}: {first_line(exc)}") from None
         return np.asarray(samples, dtype=np.float64) / 1e3
 
     @property
@@ -209,21 +218,38 @@ class CpuProfiler:
         """Time the op set ``ops`` of ``graph`` run as one ONNX Runtime session.
 
         Raises:
-            ProfileError: ORT cannot build or run the extracted subgraph.
+            ProfileError: ORT cannot build or run the extracted subgraph, or its
+                tensors do not fit in this machine's memory.
         """
         order = sorted(set(ops))
         names = [graph.nodes[i].name for i in order]
         what = f"op {names[0]!r}" if len(order) == 1 else f"op group {names}"
-        baseline = self.baseline_us
-        model = subgraph_model(graph, order)
-        ins, outs = partition_io(graph, order)
-        feeds = random_feeds(graph, ins, self.settings.seed)
-        buffers = {t: np.empty(graph.tensors[t].shape, dtype=np.dtype(graph.tensors[t].dtype)) for t in outs}
-        sess = self._session(model, what)
-        raw = self._time(sess, feeds, buffers, what)
+        with pinned(caller_cores(self.ort)):  # on the PU's own cores, if it names them
+            baseline = self.baseline_us
+            ins, outs = check_unit_fits(graph, order)
+            model = subgraph_model(graph, order)
+            feeds = random_feeds(graph, ins, self.settings.seed)
+            buffers = {t: np.empty(graph.tensors[t].shape, dtype=np.dtype(graph.tensors[t].dtype)) for t in outs}
+            sess = self._session(model, what)
+            raw = self._time(sess, feeds, buffers, what)
         median = float(np.median(raw))
         spread = robust_cv(raw)
         return Measurement(max(median - baseline, MIN_LATENCY_US), spread, median, len(raw), baseline)
+
+
+def check_unit_fits(graph: OpGraph, ops: Sequence[int]) -> tuple[list[str], list[str]]:
+    """The unit's input and output tensors, once they are known to fit in memory.
+
+    Raises:
+        ProfileError: its random inputs, outputs and weights exceed the memory available.
+    """
+    order = sorted(set(ops))
+    names = [graph.nodes[i].name for i in order]
+    what = f"op {names[0]!r}" if len(order) == 1 else f"op group {names}"
+    ins, outs = partition_io(graph, order)
+    weight_bytes = sum(graph.nodes[i].weight_bytes for i in order)
+    check_tensors_fit(graph, ins, f"to profile {what}", outputs=outs, extra_bytes=weight_bytes)
+    return list(ins), list(outs)
 
 
 def robust_cv(samples: np.ndarray) -> float:
@@ -249,8 +275,3 @@ def random_feeds(graph: OpGraph, tensors: Sequence[str], seed: int = 0) -> dict[
         else:
             feeds[name] = rng.integers(0, 2, size=t.shape).astype(dt)
     return feeds
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

@@ -33,11 +33,17 @@ from partitiontuner.atomic import write_text_atomic
 from partitiontuner.branches import chain_groups
 from partitiontuner.errors import ConfigError, ProfileError, run_entry_point
 from partitiontuner.graph import OpGraph
-from partitiontuner.platform import Platform
-from partitiontuner.profiling.build import CpuTable, assemble_profiles, measure_cpu
+from partitiontuner.platform import OrtSettings, Platform
+from partitiontuner.profiling.build import (
+    CpuTable,
+    assemble_profiles,
+    measure_cpu,
+    measured_devices,
+)
 from partitiontuner.profiling.cache import ProfileCache
 from partitiontuner.profiling.cpu_profiler import PROTOCOL, CpuProfiler, MeasureSettings
 from partitiontuner.profiling.profiles import Profiles
+from partitiontuner.safe_io import read_text
 
 FORMAT = "partitiontuner-fixture"
 VERSION = 1
@@ -73,7 +79,7 @@ def load_fixture(model: str) -> Fixture:
     if not path.is_file():
         raise ProfileError(f"no fixture profiles for {model!r} ({path}); generate them with: {REGENERATE.format(model=model)}")
     try:
-        data = json.loads(path.read_text())
+        data = json.loads(read_text(path, what="fixture file", error=ProfileError))
         if data.get("format") != FORMAT or data.get("version") != VERSION:
             raise ValueError(f"not a {FORMAT} v{VERSION} file")
         if data["threads"] != THREADS:
@@ -96,13 +102,18 @@ def fixture_profiles(graph: OpGraph, platform: Platform) -> Profiles:
     """
     from partitiontuner.zoo import ZOO
 
-    only = "fixture profiles exist only for the built-in models at their default shapes with 1-thread CPU PUs"
+    only = ("fixture profiles exist only for the built-in models at their default shapes with 1-thread "
+            "CPUExecutionProvider PUs")
     if graph.name not in ZOO:
         raise ProfileError(f"{only}; {graph.name!r} is not a built-in model ({', '.join(ZOO)}): use measured profiles")
-    for dev in platform.devices:
-        if dev.kind == "cpu" and dev.threads != THREADS:
+    measured = measured_devices(platform)
+    for dev in (d for devs in measured.values() for d in devs):
+        if dev.threads != THREADS:
             raise ProfileError(f"{only}; PU {dev.name!r} of platform {platform.name!r} has {dev.threads} threads: "
                                f"use measured profiles")
+        if dev.providers != OrtSettings().providers or dev.provider_options:
+            raise ProfileError(f"{only}; PU {dev.name!r} of platform {platform.name!r} runs on "
+                               f"{', '.join(dev.providers)}: use measured profiles")
     fx = load_fixture(graph.name)
     if fx.model_hash != graph.content_hash:
         raise ProfileError(f"{only}; this {graph.name!r} graph (hash {graph.content_hash}) differs from the one "
@@ -120,7 +131,8 @@ def fixture_profiles(graph: OpGraph, platform: Platform) -> Profiles:
         if names not in fx.groups:
             raise ProfileError(stale % f"no entry for group {list(names)}")
         table.groups[tuple(sorted(g))] = fx.groups[names]
-    return assemble_profiles(graph, platform, {THREADS: table}, groups, source="fixture", host=fx.host)
+    # one-thread numbers stand for every such PU, pinned to its cores or not
+    return assemble_profiles(graph, platform, dict.fromkeys(measured, table), groups, source="fixture", host=fx.host)
 
 
 # ---------------------------------------------------------------------------------
@@ -159,14 +171,14 @@ def generate(models: Sequence[str], *, out_dir: Path | None = None, settings: Me
 
     out_dir = out_dir or fixture_dir()
     cache = cache or ProfileCache()
-    profilers: dict[int, CpuProfiler] = {}
+    profilers: dict[OrtSettings, CpuProfiler] = {}
     written = []
     for model in models:
         start = time.perf_counter()
         graph = load_model(model)
         table = measure_cpu(graph, THREADS, range(graph.num_ops), chain_groups(graph), cache=cache, refresh=True,
                             settings=settings, progress=progress, profilers=profilers)
-        profiler = profilers.get(THREADS) or CpuProfiler(THREADS, settings)
+        profiler = profilers.get(OrtSettings(THREADS)) or CpuProfiler(THREADS, settings)
         path = out_dir / f"{model}.json"
         write_text_atomic(path, dump_fixture(fixture_data(graph, table, cache, profiler.baseline_us)))
         path.chmod(0o644)  # package data: readable by all (the temporary file was 0600)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 from collections.abc import Iterable
@@ -49,6 +48,7 @@ from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
 from partitiontuner.profiling.ort_trace import CPU_PROVIDER, map_trace, read_trace, select_provider
 from partitiontuner.profiling.profiles import Profiles
+from partitiontuner.safe_io import parse_json, read_text
 
 FILL_SOURCES = ("emulator", "measure")
 CSV_HEADER = ("op", "pu", "latency_us")
@@ -144,18 +144,10 @@ def import_profiles(text: str, graph: OpGraph, platform: Platform, *, fill: str 
 def read_source(src: Source, graph: OpGraph, platform: Platform, got: Imported) -> None:
     """Add one file's numbers to ``got``, dispatching on its content."""
     where = str(src.path)
-    try:
-        text = src.path.read_text()
-    except UnicodeDecodeError:
-        raise ProfileError(f"{where}: not a text file (CSV or JSON expected)") from None
-    except OSError as exc:
-        raise ProfileError(f"{where}: cannot read ({exc.strerror})") from None
+    text = read_text(src.path, what="profile file", error=ProfileError)
     head = text.lstrip()[:1]
     if head in ("[", "{"):
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError:
-            raise ProfileError(f"{where}: not valid JSON (truncated or corrupt?)") from None
+        data = parse_json(text, where=where, error=ProfileError)
         if isinstance(data, dict) and "format" in data:  # ours (Profiles.from_dict names a wrong format)
             _no_pu(src, "a profile --export JSON names its PUs")
             read_export(data, graph, platform, got, where)
@@ -337,7 +329,7 @@ def _check_missing(graph: OpGraph, platform: Platform, got: Imported, missing: d
     if spec.fill == "measure":
         return
     if spec.fill == "emulator":
-        gaps = {pu: ops for pu, ops in gaps.items() if platform.device(pu).kind == "cpu"}
+        gaps = {pu: ops for pu, ops in gaps.items() if not platform.device(pu).emulated}
         if not gaps:
             return
         hint = "fill=emulator completes NPUs only; use --fill measure to measure CPU ops here"
@@ -355,21 +347,25 @@ def _check_missing(graph: OpGraph, platform: Platform, got: Imported, missing: d
 def _fill(graph: OpGraph, platform: Platform, got: Imported, missing: dict[str, list[int]], spec: ImportSpec, *,
           refresh: bool, progress: bool) -> Profiles:
     """Native profiles of the gaps: NPUs emulated; CPU gaps measured for ``measure``."""
-    from partitiontuner.profiling.build import CpuTable, assemble_profiles, measure_cpu
+    from partitiontuner.profiling.build import (
+        CpuTable,
+        assemble_profiles,
+        measure_cpu,
+        measured_devices,
+    )
     from partitiontuner.profiling.cache import ProfileCache
 
     groups = chain_groups(graph)
-    tables: dict[int, CpuTable] = {}
+    tables: dict = {}
     cache = ProfileCache() if spec.fill == "measure" else None
-    for threads in sorted({d.threads for d in platform.devices if d.kind == "cpu"}):
-        devs = [d for d in platform.devices if d.kind == "cpu" and d.threads == threads]
+    for ort, devs in measured_devices(platform).items():
         ops = sorted({i for d in devs for i in missing[d.name]}) if cache else []
         tgroups = [g for g in groups if all(d.can_run(graph.nodes[i]) for d in devs for i in g)] \
             if cache and any(d.name not in got.values for d in devs) else []
         if ops or tgroups:
-            tables[threads] = measure_cpu(graph, threads, ops, tgroups, cache=cache, refresh=refresh, progress=progress)
+            tables[ort] = measure_cpu(graph, ort, ops, tgroups, cache=cache, refresh=refresh, progress=progress)
         else:
-            tables[threads] = CpuTable(np.full(graph.num_ops, np.nan), np.full(graph.num_ops, np.nan))
+            tables[ort] = CpuTable(np.full(graph.num_ops, np.nan), np.full(graph.num_ops, np.nan))
     return assemble_profiles(graph, platform, tables, groups, source=spec.fill or "", host=cache.host if cache else "")
 
 

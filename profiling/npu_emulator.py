@@ -1,5 +1,8 @@
 """Analytical emulator of a VTA-like NPU: latency of an op, or of a fused op chain.
 
+One model in one file (a little over 500 lines): the formulas below and the code that
+implements them read side by side.
+
 The NPU is a weight-stationary systolic array of ``rows x cols`` int8 MACs (VTA's GEMM
 core; SCALE-Sim's ``ws`` dataflow) beside a vector unit of ``vector_lanes`` ALUs, with
 three on-chip SRAMs (input, weight, accumulator) fed by DMA from DRAM. Every op runs
@@ -26,6 +29,14 @@ Compute (cycles; ``compute_us = cycles / clock_mhz``)
       ``N*OH*OW`` output pixels through it and drains (fill + drain = ``2*rows + cols
       - 2`` cycles). ``R*S`` and ``OH*OW`` are products over every spatial axis, so 1-D
       and 3-D convolutions work too.
+
+      Grouped and depthwise convolutions run as ``g`` small GEMMs, one after the
+      other, each using only ``min(R*S*C, rows) x min(K, cols)`` of the array: a
+      depthwise 3x3 (``C = K = 1``) keeps 9 of 1,024 MACs busy on a 32x32 array, so it
+      runs at under 1 % of peak where a dense conv of the same MACs runs near it
+      (:func:`array_utilisation`). The presets let the NPU run them at that real,
+      poor rate; only a preset whose NPU cannot run them at all (``zcu102-vta``:
+      VTA's GEMM core) says ``max_conv_groups: 1``.
     * ``Gemm`` ``(M x Kred) @ (Kred x Nout)`` (``transA`` / ``transB`` honoured) and
       ``MatMul`` (batched: times the broadcast batch ``numel(Y) / (M*Nout)``)::
 
@@ -259,6 +270,21 @@ def group_latency_us(ops: Sequence[OpNode], cfg: NpuConfig, *, escaping: Collect
     """``group_cost(ops, cfg).latency_us`` (dispatch overhead excluded), or ``None``."""
     cost = group_cost(ops, cfg, escaping=escaping)
     return None if cost is None else cost.latency_us
+
+
+def array_utilisation(op: OpNode, cfg: NpuConfig) -> float | None:
+    """Fraction of the array's MAC slots doing useful work while ``op`` runs alone:
+    ``MACs / (compute_cycles * rows * cols)``; ``None`` for an op off the array.
+
+    Low for small reductions and few output channels (depthwise and grouped
+    convolutions, batch-1 fully-connected layers), near 1 for large dense convolutions.
+    """
+    if op.op_type not in ARRAY_OPS:
+        return None
+    cost = op_cost(op, cfg)
+    if cost is None or cost.compute_cycles == 0:
+        return None
+    return (op.flops / 2) / (cost.compute_cycles * cfg.rows * cfg.cols)
 
 
 def peak_macs_per_us(cfg: NpuConfig) -> float:

@@ -25,7 +25,6 @@ several runs. A trace where most nodes contradict the graph is from another mode
 
 from __future__ import annotations
 
-import json
 import re
 import statistics
 from collections.abc import Sequence
@@ -45,6 +44,9 @@ _SUFFIX = re.compile(r"(_nchwc|_token_\d+)+$")
 #: a residual Add/Sum of NCHWc convolutions)
 FUSABLE = frozenset({"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "Tanh", "HardSwish",
                      "BatchNormalization", "Add", "Sum", "Mul"})
+
+#: a whole-model trace of a large model with many runs stays well below this
+MAX_TRACE_BYTES = 256 * 2**20
 
 
 @dataclass(frozen=True)
@@ -85,10 +87,10 @@ def read_trace(path: Path, where: str) -> list[NodeTiming]:
     Raises:
         ProfileError: not JSON, or no node events.
     """
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise ProfileError(f"{where}: not valid JSON (truncated or corrupt?)") from None
+    from partitiontuner.safe_io import parse_json, read_text
+
+    data = parse_json(read_text(path, what="ONNX Runtime trace", error=ProfileError, max_bytes=MAX_TRACE_BYTES),
+                      where=where, error=ProfileError)
     events = data.get("traceEvents") if isinstance(data, dict) else data
     if not isinstance(events, list):
         raise ProfileError(f"{where}: not an ONNX Runtime profiling trace (expected a list of events)")

@@ -21,6 +21,7 @@ import numpy as np
 from partitiontuner.errors import ProfileError
 from partitiontuner.graph import OpGraph
 from partitiontuner.platform import Platform
+from partitiontuner.safe_io import parse_json, read_text
 
 FORMAT = "partitiontuner-profiles"
 VERSION = 1
@@ -104,24 +105,37 @@ class Profiles:
     @classmethod
     def from_dict(cls, data: Any, where: str = "profiles") -> Profiles:
         try:
-            if data.get("format") != FORMAT or data.get("version") != VERSION:
+            if data.get("format") != FORMAT or type(data.get("version")) is not int or data["version"] != VERSION:
                 raise ProfileError(f"{where}: not a PartitionTuner profile file (format {FORMAT!r} v{VERSION})")
-            pus = tuple(data["pus"])
-            names = tuple(op["name"] for op in data["ops"])
+            pus = _unique_strings(data["pus"], "PU", where)
+            names = _unique_strings([op["name"] for op in data["ops"]], "op", where)
             index = {n: i for i, n in enumerate(names)}
 
-            def arr(d: Mapping[str, float | None] | None) -> np.ndarray:
+            def arr(d: Mapping[str, float | None] | None, what: str) -> np.ndarray:
                 d = d or {}
-                return np.array([np.nan if d.get(pu) is None else float(d[pu]) for pu in pus])
+                if not isinstance(d, Mapping):
+                    raise ProfileError(f"{where}: {what} must map PU names to numbers")
+                unknown = set(d) - set(pus)
+                if unknown:
+                    raise ProfileError(f"{where}: {what} names unknown PU {sorted(unknown)[0]!r} (PUs: {', '.join(pus)})")
+                return np.array([np.nan if d.get(pu) is None else _latency(d[pu], f"{what} on {pu}", where) for pu in pus])
 
-            lat = np.stack([arr(op["latency_us"]) for op in data["ops"]]) if names else np.zeros((0, len(pus)))
-            spread = np.stack([arr(op.get("spread")) for op in data["ops"]]) if names else np.zeros((0, len(pus)))
+            lat = np.stack([arr(op["latency_us"], f"latency of op {op['name']!r}") for op in data["ops"]]) if names else np.zeros((0, len(pus)))
+            spread = np.stack([arr(op.get("spread"), f"spread of op {op['name']!r}") for op in data["ops"]]) if names else np.zeros((0, len(pus)))
             groups, gspread = {}, {}
             for g in data.get("groups", []):
-                key = tuple(sorted(index[n] for n in g["ops"]))
-                groups[key] = arr(g["latency_us"])
+                members = _unique_strings(g["ops"], "op in a group", where)
+                unknown_ops = [n for n in members if n not in index]
+                if unknown_ops:
+                    raise ProfileError(f"{where}: a group names op {unknown_ops[0]!r}, which the profiles do not list")
+                key = tuple(sorted(index[n] for n in members))
+                if len(key) < 2:
+                    raise ProfileError(f"{where}: group {list(members)} needs at least two ops")
+                if key in groups:
+                    raise ProfileError(f"{where}: group {list(members)} is listed twice")
+                groups[key] = arr(g["latency_us"], f"latency of group {list(members)}")
                 if g.get("spread"):
-                    gspread[key] = arr(g["spread"])
+                    gspread[key] = arr(g["spread"], f"spread of group {list(members)}")
             return cls(
                 model=str(data["model"]), model_hash=str(data["model_hash"]), platform=str(data["platform"]),
                 pus=pus, op_names=names, op_latency_us=lat, op_spread=spread, groups=groups,
@@ -140,10 +154,24 @@ class Profiles:
     @classmethod
     def load_json(cls, path: str | Path) -> Profiles:
         p = Path(path)
-        if not p.is_file():
-            raise ProfileError(f"profile file not found: {p}")
-        try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise ProfileError(f"{p}: not valid JSON (truncated or corrupt?)") from None
-        return cls.from_dict(data, str(p))
+        text = read_text(p, what="profile file", error=ProfileError)
+        return cls.from_dict(parse_json(text, where=str(p), error=ProfileError), str(p))
+
+
+def _latency(v: Any, what: str, where: str) -> float:
+    """A time or spread read from a file: a finite number >= 0 (a negative latency
+    would make plans look free, a NaN would make the PU look unable to run the op)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+        raise ProfileError(f"{where}: {what} must be a finite number >= 0 (or null), got {v!r}")
+    return float(v)
+
+
+def _unique_strings(items: Any, what: str, where: str) -> tuple[str, ...]:
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ProfileError(f"{where}: expected a list of {what} names")
+    seen: set[str] = set()
+    for x in items:
+        if x in seen:
+            raise ProfileError(f"{where}: {what} {x!r} is listed twice")
+        seen.add(x)
+    return tuple(items)

@@ -9,7 +9,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import Platform, platform_from_dict
 from partitiontuner.problem import Problem
 from partitiontuner.profiling.profiles import Profiles

@@ -14,7 +14,8 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
 from partitiontuner.branches import analyse, blocks, chain_groups, cut_vertices, sequential_branches
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.zoo import ZOO
 
 

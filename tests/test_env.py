@@ -19,6 +19,7 @@ from partitiontuner.env import (
     ProblemContext,
     ScheduleState,
     graphs_to_batch,
+    load_env_problem,
     obs_to_data,
     visit_order,
 )
@@ -74,7 +75,7 @@ def test_check_env_default_env():
     env = gym.make(ENV_ID)  # squeezenet on cpu-npu from the fixtures
     check_env(env.unwrapped)
     assert env.unwrapped.problem.graph.name == "squeezenet"
-    assert env.action_space == gym.spaces.Discrete(4)
+    assert env.action_space == gym.spaces.Discrete(env.unwrapped.problem.num_ops * 2 * 2)  # (op, PU, join)
 
 
 def test_check_env_corpus_env_with_padding():
@@ -112,10 +113,12 @@ def test_masks_in_reset_and_step_info_are_int8_and_match_action_masks():
     assert info["action_mask"].dtype == np.int8
     np.testing.assert_array_equal(info["action_mask"], env.action_masks())
     np.testing.assert_array_equal(info["action_mask"], obs["action_mask"])
-    assert info["action_mask"].tolist() == [1, 0, 1, 0]  # no open partition to join yet
-    obs, _, _, _, info = env.step(2)  # op0 new on npu
+    # rows by op: only op0 is ready, and there is no open partition to join yet
+    assert info["action_mask"].reshape(3, 4).tolist() == [[1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0]]
+    obs, _, _, _, info = env.step(env.encode_action(0, 1, False))  # op0 new on npu
     assert info["action_mask"].dtype == np.int8
-    assert info["action_mask"].tolist() == [1, 0, 1, 1]  # may join the npu partition
+    assert info["action_mask"].reshape(3, 4).tolist() == [[0, 0, 0, 0], [1, 0, 1, 1], [0, 0, 0, 0]]  # op1 may join
+    assert env.decode_action(env.encode_action(2, 1, True)) == (2, 1, 1) == env.decode_action(11)
 
 
 def test_masked_action_is_projected_or_raises():
@@ -152,14 +155,14 @@ def test_hand_computed_join_and_new():
     the host at 31 + 11 = 42."""
     env = PartitionTunerEnv(problem=hand_problem(), reward_mode="terminal")
     env.reset(seed=0)
-    env.step(0)
+    env.step(env.encode_action(0, 0, False))
     assert env.state.makespan == pytest.approx(6.0)
-    c = env.state.evaluate(1, False)
+    c = env.state.evaluate(1, False, 1)
     assert (c.start_us, c.end_us) == pytest.approx((17.0, 29.0))
-    env.step(2)
-    c = env.state.evaluate(1, True)
+    env.step(env.encode_action(1, 1, False))
+    c = env.state.evaluate(1, True, 2)
     assert c.end_us == pytest.approx(31.0) and c.makespan_us == pytest.approx(42.0) and c.group_saving_us == pytest.approx(6.0)
-    _, r, term, _, info = env.step(3)
+    _, r, term, _, info = env.step(env.encode_action(2, 1, True))
     assert term and info["makespan_us"] == pytest.approx(42.0)
     # everything on the npu as one partition (fusing the profiled group (op1, op2): 18 -> 12)
     # beats the cpu's 111: 11 + (50 + 12 + 2) + 11
@@ -179,14 +182,13 @@ def test_incremental_costs_equal_the_simulator_and_return_equals_gain(seed, num_
     obs, info = env.reset(seed=seed)
     total = 0.0
     while True:
-        mask = info["action_mask"].reshape(-1, 2)
-        v = env.state.current
-        # masks never allow a PU the op may not run on (unsupported, pinned elsewhere, forbidden)
-        assert not (mask[:, 0].astype(bool) & ~pr.allowed[v]).any()
-        assert not (mask[:, 1].astype(bool) & ~pr.allowed[v]).any()
-        a = int(rng.choice(np.flatnonzero(info["action_mask"])))
-        p, b = divmod(a, 2)
-        predicted = env.state.evaluate(p, bool(b)).makespan_us
+        mask = info["action_mask"].reshape(pr.num_ops, pr.num_pus, 2).astype(bool)
+        # only ready ops, and never a PU the op may not run on (unsupported, pinned elsewhere, forbidden)
+        assert set(np.flatnonzero(mask.any(axis=(1, 2)))) <= env.state.ready
+        assert not (mask & ~pr.allowed[:, :, None]).any()
+        a = int(rng.choice(np.flatnonzero(info["action_mask"])))  # any ready op, not only the suggested one
+        v, p, b = env.decode_action(a)
+        predicted = env.state.evaluate(p, bool(b), v).makespan_us
         obs, r, term, _, info = env.step(a)
         total += r
         parts = env.state.partitions()
@@ -236,16 +238,20 @@ def test_masks_never_allow_unsupported_or_forbidden_pus(seed, num_ops, num_pus):
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     while True:
-        v = env.state.current
-        mask = info["action_mask"].reshape(4, 2).astype(bool)
-        allowed = np.zeros(4, dtype=bool)
-        allowed[: pr.num_pus] = pr.allowed[v]
-        assert not (mask.any(axis=1) & ~allowed).any()
-        for (i, pu), why in pr.placement.forbidden.items():
-            if i == v:
-                assert not mask[pr.pus.index(pu) if isinstance(pu, str) else pu].any(), why
-        if v in pr.placement.pinned:
-            assert mask.any(axis=1).sum() <= 1
+        masks = info["action_mask"].reshape(pr.num_ops, 4, 2).astype(bool)
+        for v in range(pr.num_ops):
+            mask = masks[v]
+            if v not in env.state.ready:
+                assert not mask.any()
+                continue
+            allowed = np.zeros(4, dtype=bool)
+            allowed[: pr.num_pus] = pr.allowed[v]
+            assert not (mask.any(axis=1) & ~allowed).any()
+            for (i, pu), why in pr.placement.forbidden.items():
+                if i == v:
+                    assert not mask[pr.pus.index(pu) if isinstance(pu, str) else pu].any(), why
+            if v in pr.placement.pinned:
+                assert mask.any(axis=1).sum() <= 1
         obs, _, term, _, info = env.step(int(rng.choice(np.flatnonzero(info["action_mask"]))))
         if term:
             validate_plan(pr, info["plan"])  # pins and forbids hold in the final plan
@@ -259,9 +265,9 @@ def test_max_partitions_masks_new_partitions_and_repair_finishes():
     pr = problem(g, plat, times, constraints=Constraints(max_partitions=2))
     env = PartitionTunerEnv(problem=pr)
     obs, info = env.reset(seed=0)
-    env.step(2)  # npu new
-    env.step(0)  # cpu new: 2 partitions
-    mask = env.action_masks().reshape(2, 2)
+    env.step(env.encode_action(0, 1, False))  # npu new
+    env.step(env.encode_action(1, 0, False))  # cpu new: 2 partitions
+    mask = env.action_masks().reshape(6, 2, 2)[2]  # op2, the only ready op
     assert not mask[:, 0].any() and mask[0, 1]  # only joins now
     rng = np.random.default_rng(0)
     info = {"action_mask": env.action_masks()}
@@ -279,9 +285,9 @@ def test_memory_capacity_masks_placements_that_overflow():
     pr = problem(g, plat, {f"op{i}": [10, 1] for i in range(3)})
     env = PartitionTunerEnv(problem=pr)
     _, info = env.reset(seed=0)
-    assert info["action_mask"].tolist() == [1, 0, 1, 0]
-    _, _, _, _, info = env.step(2)  # op0 on the npu: x + t0 = 2,000 bytes
-    assert info["action_mask"].tolist() == [1, 0, 1, 0]  # joining would need x, t0, t1 = 3,000 bytes
+    assert info["action_mask"].reshape(3, 4)[0].tolist() == [1, 0, 1, 0]
+    _, _, _, _, info = env.step(env.encode_action(0, 1, False))  # op0 on the npu: x + t0 = 2,000 bytes
+    assert info["action_mask"].reshape(3, 4)[1].tolist() == [1, 0, 1, 0]  # joining would need x, t0, t1 = 3,000 bytes
     while True:
         _, _, term, _, info = env.step(int(np.flatnonzero(info["action_mask"])[-1]))
         if term:
@@ -343,9 +349,9 @@ def test_undo_restores_the_state_exactly(seed, num_ops, num_pus):
     while not state.done:
         snapshots.append(repr((state.history, state.current, sorted(state.ready), state.parts, state.part_end,
                                state.part_has_consumer, state.open, state.makespan, state.closed_makespan)))
-        mask = state.action_mask()
-        a = int(rng.choice(np.flatnonzero(mask.reshape(-1))))
-        records.append(state.apply(a // 2, bool(a % 2)))
+        ops, masks = state.candidate_masks()
+        i, a = divmod(int(rng.choice(np.flatnonzero(masks.reshape(-1)))), 2 * num_pus)
+        records.append(state.apply(a // 2, bool(a % 2), ops[i]))
     while records:
         state.undo(records.pop())
         assert repr((state.history, state.current, sorted(state.ready), state.parts, state.part_end,
@@ -367,9 +373,9 @@ def test_observation_converts_to_pyg_data_and_batches_consistently():
         d = obs_to_data(obs)
         assert d.num_nodes == pr.num_ops and d.x.shape == (pr.num_ops, len(NODE_STATIC) + len(NODE_DYNAMIC))
         assert d.edge_index.shape[1] == len({(e.src, e.dst) for e in pr.graph.edges})
-        assert d.pu.shape[0] == pr.num_pus and d.actions.shape[1] == 8
+        assert d.pu.shape[0] == pr.num_pus and d.actions.shape[1] == 20 * 8  # max_ops x max_pus x join
         assert int(d.x[:, len(NODE_STATIC)].sum()) == 1  # one op decided
-        assert int(d.x[:, len(NODE_STATIC) + 1].sum()) == 1  # one current op
+        assert int(d.x[:, len(NODE_STATIC) + 1].sum()) == 1  # one suggested op
     batched = {k: torch.as_tensor(np.stack([o[k] for o in obs_list])) for k in obs_list[0]}
     b = graphs_to_batch(batched, [0, 1, 2])
     datas = [obs_to_data(o) for o in obs_list]
@@ -429,21 +435,57 @@ def test_snapshot_restore_is_exact():
             np.testing.assert_array_equal(o1["meta"], o2["meta"])
 
 
-def test_episode_of_a_large_graph_is_fast():
-    import time
+def test_steps_are_incremental_on_a_large_graph(monkeypatch):
+    """Each step costs O(ready ops x (in-degree + PUs)), whatever the graph's size: no
+    step re-runs the simulator (only the final reward does, once), and the arrival rule
+    is evaluated a bounded number of times per step (the ready candidates of ``next_op``
+    and the actions of every ready op)."""
+    from partitiontuner.env import state as state_mod
 
-    pr = random_problem(3, 500, 3)
+    calls = {"run": 0, "arrival": 0}
+    run = Simulator.run
+
+    def counted_run(self, *a):
+        calls["run"] += 1
+        return run(self, *a)
+
+
+    num_pus = 3
+    pr = random_problem(3, 500, num_pus)
     env = PartitionTunerEnv(problem=pr)
-    t = time.perf_counter()
-    random_episode(env, np.random.default_rng(0), seed=0)
-    assert time.perf_counter() - t < 5.0
+    env.reset(seed=0)
+    monkeypatch.setattr(Simulator, "run", counted_run)
+    arrival = env.ctx.sim.arrival_fast
+
+    def counted_arrival(*a):
+        calls["arrival"] += 1
+        return arrival(*a)
+
+    monkeypatch.setattr(env.ctx.sim, "arrival_fast", counted_arrival)
+    rng = np.random.default_rng(0)
+    info = {"action_mask": env.action_masks()}
+    per_step = []
+    for step in range(pr.num_ops):
+        before = dict(calls)
+        a = int(rng.choice(np.flatnonzero(info["action_mask"])))
+        _, _, term, _, info = env.step(a)
+        assert calls["run"] - before["run"] == (1 if term else 0)
+        assert term == (step == pr.num_ops - 1)
+        if not term:  # the final reward's simulator run evaluates every op's arrival
+            per_step.append((calls["arrival"] - before["arrival"], len(env.state.ready)))
+    max_succs = max(len(s) for s in pr.graph.succs)
+    assert min(n for n, _ in per_step) >= 1  # the counter sees the env's arrivals
+    assert max(r for _, r in per_step) >= 3  # ready ops to choose from
+    # step + mask + observation: next_op, then each ready op's actions (twice: the info's
+    # mask is computed once more for step)
+    assert all(n <= (state_mod.CANDIDATES + max_succs) * num_pus + 2 * 2 * num_pus * (r + 1) for n, r in per_step)
 
 
 def test_render_ansi_lists_partitions():
     env = PartitionTunerEnv(problem=hand_problem(), render_mode="ansi")
     env.reset(seed=0)
-    env.step(0)
-    env.step(2)
+    env.step(env.encode_action(0, 0, False))
+    env.step(env.encode_action(1, 1, False))
     text = env.render()
     assert "cpu: op0" in text and "npu: op1" in text
 
@@ -457,10 +499,56 @@ def test_fork_masks_join_only_while_open():
     pr = problem(fork(2), two_pu_platform(), {"b0": [1, 1], "b1": [1, 1], "join": [1, 1]})
     env = PartitionTunerEnv(problem=pr)
     env.reset(seed=0)
-    env.step(2)  # b0 on npu (new)
-    env.step(0)  # b1 on cpu (new)
+    env.step(env.encode_action(0, 1, False))  # b0 on npu (new)
+    env.step(env.encode_action(1, 0, False))  # b1 on cpu (new)
     # join may go into either open partition: nothing reads from them yet
-    assert env.action_masks().tolist() == [1, 1, 1, 1]
-    _, _, term, _, info = env.step(3)  # join into the npu partition with b0
+    assert env.action_masks().reshape(3, 4).tolist() == [[0, 0, 0, 0], [0, 0, 0, 0], [1, 1, 1, 1]]
+    _, _, term, _, info = env.step(env.encode_action(2, 1, True))  # join into the npu partition with b0
     assert term
     validate_plan(pr, info["plan"])
+
+
+def test_env_imports_nothing_from_agents():
+    """The environment sits below the planners (rl_planner and gnn_policy import it),
+    so none of its modules may import ``partitiontuner.agents``."""
+    import ast
+    from pathlib import Path
+
+    import partitiontuner.env as env_pkg
+
+    files = sorted(Path(env_pkg.__path__[0]).glob("*.py"))
+    assert files
+    for path in files:
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""] if node.level == 0 else [f".{node.module or ''}"]
+                if node.level > 1 or (node.level == 1 and (node.module or "").startswith("agents")):
+                    names.append("partitiontuner.agents")
+            else:
+                continue
+            for name in names:
+                assert not name.startswith(("partitiontuner.agents", "agents")), f"{path.name} imports {name}"
+
+
+@pytest.mark.parametrize("seed", [0, 1, -1])
+def test_lookahead_run_costs_equal_the_simulator(seed):
+    """:attr:`ProblemContext.dp_table` is a vectorised view of the cost model: each PU's
+    run from each visit position, as one partition, costs what the simulator says
+    (``-1``: SqueezeNet, whose Conv-Relu groups fuse)."""
+    pr = load_env_problem("squeezenet") if seed < 0 else random_problem(seed, 30, 3)
+    if seed < 0:
+        assert pr.fusion.savings
+    ctx = ProblemContext(pr)
+    run_sum, run_save = ctx.dp_table
+    checked = 0
+    for p in range(pr.num_pus):
+        for i, v in enumerate(ctx.order):
+            length = int(ctx.run_length[v, p])
+            if length:
+                ops = ctx.order[i:i + length]
+                assert run_sum[p, i] - run_save[p, i] == pytest.approx(ctx.sim.work(ops, p), rel=1e-9, abs=1e-9)
+                checked += 1
+    assert checked >= pr.num_ops

@@ -17,7 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from partitiontuner.errors import GraphLoadError
 from partitiontuner.flops import op_flops
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.zoo import ZOO, random_input
 
 F = TensorProto.FLOAT

@@ -13,10 +13,12 @@ from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
 from partitiontuner.errors import ProfileError
-from partitiontuner.graph import OpGraph, OpNode, load_graph
+from partitiontuner.graph import OpGraph, OpNode
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.platform import NpuConfig, load_platform
 from partitiontuner.profiling.npu_emulator import (
     NpuCost,
+    array_utilisation,
     group_cost,
     group_latency_us,
     op_cost,
@@ -116,6 +118,32 @@ def test_strided_grouped_and_batched_shapes():
     cost = op_cost(g.nodes[0], A16)
     assert cost.compute_cycles == 3 * 2 * 51
     assert cost.dram_bytes == 300 + 720 + 180
+
+
+def test_depthwise_and_grouped_convs_use_the_array_worse_than_a_dense_conv_of_the_same_macs():
+    # the same 5.76 M MACs three ways: dense 16->16 3x3 on 50x50 (one GEMM, reduction
+    # 144, 16 outputs); grouped 32->32, g=4, on 50x50 (four GEMMs of reduction 72, 8
+    # outputs); depthwise 16 channels on 200x200 (sixteen GEMMs of reduction 9, 1 output)
+    dense = _conv(16, 16, 3, 50)
+    grouped = _conv(32, 32, 3, 50, group=4)
+    depthwise = _conv(16, 16, 3, 200, group=16)
+    assert dense.flops == grouped.flops == depthwise.flops
+    u = {name: array_utilisation(op, CPU_NPU) for name, op in
+         (("dense", dense), ("grouped", grouped), ("depthwise", depthwise))}
+    assert 0 < u["depthwise"] < u["grouped"] < u["dense"] <= 1
+    assert u["depthwise"] < 0.01  # 9 of 1,024 MAC slots busy
+    # depthwise pays for it in time too, at the same MACs
+    assert op_latency_us(depthwise, CPU_NPU) > 10 * op_latency_us(dense, CPU_NPU)
+    assert array_utilisation(_unary("Relu", (1, 10)), CPU_NPU) is None
+
+
+@pytest.mark.parametrize("preset", ["cpu-npu", "cpu-2npu", "big-little-npu"])
+def test_presets_run_depthwise_convs_on_the_npu_and_only_zcu102_vta_refuses_them(preset):
+    depthwise = _conv(16, 16, 3, 8, group=16)
+    npus = [d for d in load_platform(preset).devices if d.kind == "npu"]
+    assert npus and all(d.can_run(depthwise) for d in npus)
+    vta = load_platform("zcu102-vta").device("npu")
+    assert "depthwise Conv (group=16)" in vta.unsupported_reason(depthwise)
 
 
 def test_vector_pool_and_copy_ops():

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper, numpy_helper
 
+from partitiontuner.agents import registry
 from partitiontuner.agents.oracle import (
     OraclePlanner,
     decomposition_cut_vertices,
@@ -23,6 +24,7 @@ from partitiontuner.agents.oracle import (
 )
 from partitiontuner.agents.oracle_model import (
     TIME_UNIT_US,
+    BlockModel,
     IntTables,
     rounding_error_us,
     solve_block,
@@ -30,10 +32,12 @@ from partitiontuner.agents.oracle_model import (
 from partitiontuner.branches import chain_groups
 from partitiontuner.constraints import Constraints, PlacementRule
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 from partitiontuner.plan import check_plan_constraints, validate_plan
 from partitiontuner.platform import Platform, load_platform, platform_from_dict
 from partitiontuner.problem import Problem
+from partitiontuner.profiling import fixtures
 from partitiontuner.profiling.profiles import Profiles
 from partitiontuner.simulate import Simulator, simulate
 from partitiontuner.synthetic import random_graph, random_platform, random_profiles
@@ -155,7 +159,7 @@ def check_against_brute_force(prob: Problem) -> None:
     makespan = Simulator(prob).plan_makespan(plan)
     tol = rounding_error_us(n)
     assert makespan == pytest.approx(best, abs=tol), (makespan, best, best_plan)
-    assert plan.info["makespan_us"] == makespan
+    assert plan.info["makespan_us"] == pytest.approx(makespan, abs=5e-4)  # rounded to 0.001 us
     assert plan.info["proven_optimal"]
     assert plan.info["lower_bound_us"] <= makespan
     assert plan.info["lower_bound_us"] >= best - 2 * tol
@@ -524,14 +528,9 @@ def test_bad_time_limit_is_a_config_error():
 
 
 def test_tiny_time_limit_still_returns_a_valid_plan(zoo_graph):
-    fixtures = pytest.importorskip("partitiontuner.profiling.fixtures")
     g = zoo_graph("googlenet")
     platform = load_platform("cpu-npu")
-    try:
-        prof = fixtures.fixture_profiles(g, platform)
-    except Exception as exc:  # noqa: BLE001 - fixture not generated yet
-        pytest.skip(f"no googlenet fixture: {exc}")
-    prob = Problem(g, platform, prof)
+    prob = Problem(g, platform, fixtures.fixture_profiles(g, platform))
     plan = OraclePlanner(time_limit_s=0.01).plan(prob)
     validate_plan(prob, plan)
     info = plan.info
@@ -550,15 +549,9 @@ OTHERS = ("cpu-only", "npu-first", "greedy", "partitiontuner", "heft", "random")
 @pytest.mark.parametrize("model", ["squeezenet", "alexnet", "resnet18"])
 @pytest.mark.parametrize("platform_name", ["cpu-npu", "cpu-2npu"])
 def test_never_beaten_on_zoo_models(zoo_graph, model, platform_name):
-    fixtures = pytest.importorskip("partitiontuner.profiling.fixtures")
-    registry = pytest.importorskip("partitiontuner.agents.registry")
     g = zoo_graph(model)
     platform = load_platform(platform_name)
-    try:
-        prof = fixtures.fixture_profiles(g, platform)
-    except Exception as exc:  # noqa: BLE001 - fixture not generated yet
-        pytest.skip(f"no {model} fixture: {exc}")
-    prob = Problem(g, platform, prof)
+    prob = Problem(g, platform, fixtures.fixture_profiles(g, platform))
     sim = Simulator(prob)
     plan = OraclePlanner(time_limit_s=60.0).plan(prob)
     validate_plan(prob, plan)
@@ -566,30 +559,140 @@ def test_never_beaten_on_zoo_models(zoo_graph, model, platform_name):
     best = plan.info["makespan_us"]
     tol = rounding_error_us(prob.num_ops)
     for method in OTHERS:
-        try:
-            other = registry.make_planner(method)
-        except ConfigError:
-            continue  # that planner is not available yet
-        makespan = sim.plan_makespan(other.plan(prob))
+        makespan = sim.plan_makespan(registry.make_planner(method).plan(prob))
         assert best <= makespan + tol, (method, best, makespan)
 
 
-def test_unproven_oracle_is_never_worse_than_the_quick_planners(zoo_graph):
-    """Stopped before it proves optimality (Inception v2 on two NPUs, 2 s), the oracle
-    returns the better of its search's plan and the quick planners', and still reports
-    the search's lower bound with a positive gap."""
-    fixtures = pytest.importorskip("partitiontuner.profiling.fixtures")
-    registry = pytest.importorskip("partitiontuner.agents.registry")
-    g = zoo_graph("inception_v2")
+def test_unproven_oracle_is_never_worse_than_the_quick_planners(zoo_graph, monkeypatch):
+    """Stopped before it proves optimality, the oracle returns the better of its
+    search's plan and the quick planners', and still reports the search's lower bound
+    with a positive gap. The stop is deterministic, not a race against the clock:
+    every block solve returns what the solver has when its budget runs out before a
+    search, the block's quick feasible solution with no proof."""
+    monkeypatch.setattr(BlockModel, "solve", lambda self, *args, **kwargs: self.fallback())
+    # and no static bounds (on squeezenet they alone prove the fallback plan optimal)
+    monkeypatch.setattr("partitiontuner.agents.oracle.block_lower_bound", lambda model: 0)
+    g = zoo_graph("squeezenet")
     platform = load_platform("cpu-2npu")
     prob = Problem(g, platform, fixtures.fixture_profiles(g, platform))
     sim = Simulator(prob)
-    plan = OraclePlanner(time_limit_s=2.0, workers=1).plan(prob)
+    plan = OraclePlanner(time_limit_s=600.0, workers=1).plan(prob)
     validate_plan(prob, plan)
     info = plan.info
     assert not info["proven_optimal"] and info["gap"] > 0
-    assert info["lower_bound_us"] <= info["makespan_us"] == pytest.approx(sim.plan_makespan(plan))
+    assert 0 < info["lower_bound_us"] < info["makespan_us"] == pytest.approx(sim.plan_makespan(plan))
     assert info["incumbent"] in ("search", "npu-first", "greedy", "partitiontuner", "heft", "rl")
     for method in ("npu-first", "greedy", "partitiontuner", "heft", "rl"):
         other = sim.plan_makespan(registry.make_planner(method).plan(prob))
         assert info["makespan_us"] <= other + rounding_error_us(prob.num_ops), method
+
+
+# ---------------------------------------------------------------------------------
+# reproducible and anytime (issue 15, item 3)
+
+
+def _inception(platform_name: str = "cpu-2npu") -> Problem:
+    """inception_v2 on cpu-2npu: blocks of up to 37 ops that CP-SAT cannot prove in
+    seconds (the issue's hard case)."""
+    g = load_graph_cached("inception_v2")
+    platform = load_platform(platform_name)
+    return Problem(g, platform, fixtures.fixture_profiles(g, platform))
+
+
+def load_graph_cached(name: str):
+    from partitiontuner.zoo import load_model
+
+    return load_model(name)
+
+
+def test_time_limit_is_honoured_including_model_building():
+    """The issue's acceptance rule: planning time <= 1.1 x limit + 2 s, measured
+    around the whole ``plan`` call (tables, model building, the quick incumbents)."""
+    import time
+
+    prob = _inception()
+    limit = 3.0
+    t0 = time.perf_counter()
+    plan = OraclePlanner(time_limit_s=limit).plan(prob)
+    elapsed = time.perf_counter() - t0
+    assert elapsed <= 1.1 * limit + 2.0, elapsed
+    validate_plan(prob, plan)
+    info = plan.info
+    assert not info["proven_optimal"] and 0 < info["lower_bound_us"] < info["makespan_us"]
+
+
+def _hard_random_dag() -> Problem:
+    """A 24-op random DAG on 3 PUs without cut vertices: one block CP-SAT does not
+    prove within a fraction of a second of deterministic time."""
+    rng = np.random.default_rng(7)
+    graph = random_graph(rng, 24, max_fan_in=2)
+    platform = random_platform(rng, 3)
+    return Problem(graph, platform, random_profiles(rng, graph, platform, unsupported=0.1))
+
+
+def test_deterministic_mode_gives_the_same_bound_and_plan_twice(monkeypatch):
+    """Without ``workers`` the budget is CP-SAT deterministic time fixed before the
+    solves start: two runs give the same bound and plan. The deterministic budget is
+    made small here so that it, not the wall clock, stops every search even on a
+    loaded machine (``reproducible`` says so)."""
+    import partitiontuner.agents.oracle as oracle_module
+
+    monkeypatch.setattr(oracle_module, "DET_PER_S", 0.02)
+    prob = _hard_random_dag()
+    runs = [OraclePlanner(time_limit_s=10.0).plan(prob) for _ in range(2)]
+    for plan in runs:
+        assert plan.info["deterministic"] and plan.info["reproducible"]
+        assert plan.info["block_solves"] > 0 and not plan.info["proven_optimal"]
+    a, b = (r.info for r in runs)
+    assert a["lower_bound_us"] == b["lower_bound_us"] and a["makespan_us"] == b["makespan_us"]
+    assert [(p.ops, p.device) for p in runs[0].partitions] == [(p.ops, p.device) for p in runs[1].partitions]
+
+
+def test_bound_never_decreases_with_more_time(monkeypatch):
+    """Deterministic mode: a longer limit gives every block at least the same budget
+    (and the static bounds), so the bound cannot drop."""
+    import partitiontuner.agents.oracle as oracle_module
+
+    monkeypatch.setattr(oracle_module, "DET_PER_S", 0.02)
+    prob = _hard_random_dag()
+    bounds = [OraclePlanner(time_limit_s=t).plan(prob).info["lower_bound_us"] for t in (10.0, 40.0)]
+    assert bounds[0] <= bounds[1]
+    assert bounds[0] >= OraclePlanner().static_lower_bound_us(prob) - 1e-6
+
+
+def test_gap_limit_stops_within_the_gap():
+    """``gap``: each block stops within the gap of its bound, which composes to the
+    same gap over the whole plan (the DP over bounds is within the same ratio)."""
+    prob = _hard_random_dag()
+    plan = OraclePlanner(time_limit_s=30.0, gap=0.6).plan(prob)
+    info = plan.info
+    assert info["gap_limit"] == 0.6 and not info["proven_optimal"]
+    assert info["gap"] <= 0.6 + 1e-6
+    with pytest.raises(ConfigError, match="gap"):
+        OraclePlanner(gap=1.5)
+
+
+def test_progress_line_on_stderr():
+    """A progress line carries incumbent, bound, gap and elapsed time."""
+    import io
+
+    from partitiontuner.agents.oracle_progress import Progress, format_progress
+
+    line = format_progress(12.34, 200.0, 150.0, "blocks proven 3/4")
+    assert line == "oracle: 12.3 s, incumbent 200.000 us, bound 150.000 us, gap 25.00 %, blocks proven 3/4"
+    assert "no plan yet" in format_progress(1.0, math.inf, 10.0)
+    out = io.StringIO()
+    p = Progress(lambda: (100.0, 90.0, ""), stream=out)
+    p.emit()
+    assert out.getvalue().startswith("oracle: ") and "gap 10.00 %" in out.getvalue()
+    assert Progress.wanted(True) and not Progress.wanted(False)
+
+
+def test_info_numbers_are_rounded(zoo_graph):
+    g = zoo_graph("squeezenet")
+    platform = load_platform("cpu-npu")
+    prob = Problem(g, platform, fixtures.fixture_profiles(g, platform))
+    info = OraclePlanner(time_limit_s=60.0).plan(prob).info
+    for key in ("lower_bound_us", "makespan_us"):
+        assert info[key] == round(info[key], 3)
+    assert info["gap"] == float(f"{info['gap']:.6g}")

@@ -20,13 +20,13 @@ from partitiontuner.agents.greedy import GreedyPlanner
 from partitiontuner.agents.heft import HeftPlanner, _earliest_slot
 from partitiontuner.agents.paper import PartitionTunerPlanner, parallel_blocks
 from partitiontuner.agents.random_search import RandomPlanner
-from partitiontuner.agents.repair import repair
-from partitiontuner.agents.runs import maximal_runs, order_partitions
 from partitiontuner.constraints import Constraints, parse_rule
 from partitiontuner.errors import ConfigError, InfeasiblePlanError
 from partitiontuner.plan import make_plan, memory_use, validate_plan
 from partitiontuner.platform import platform_from_dict
 from partitiontuner.problem import Problem
+from partitiontuner.repair import repair
+from partitiontuner.runs import maximal_runs, order_partitions
 from partitiontuner.simulate import Simulator, simulate
 
 #: every planner except the oracle and the learned policy
@@ -334,7 +334,7 @@ def test_partitiontuner_is_never_worse_than_the_paper_baselines(seed):
 @given(seed=st.integers(0, 10_000))
 def test_repair_merge_costs_track_the_simulators_fused_work(seed):
     """The merger updates fusion savings incrementally; they must equal Simulator.work."""
-    from partitiontuner.agents.repair import _Merger
+    from partitiontuner.repair import Merger
 
     rng = np.random.default_rng(seed)
     g = synthetic.random_graph(rng, int(rng.integers(4, 20)), max_fan_in=int(rng.integers(1, 3)))  # fan-in 1: long chains
@@ -342,7 +342,7 @@ def test_repair_merge_costs_track_the_simulators_fused_work(seed):
     p = Problem(g, pl, synthetic.random_profiles(rng, g, pl, unsupported=0.2))
     sim = Simulator(p)
     parts = order_partitions(p.graph, [([v], int(rng.choice(np.flatnonzero(p.allowed[v])))) for v in range(p.num_ops)])
-    m = _Merger(p, sim, parts)
+    m = Merger(p, sim, parts)
     for _ in range(p.num_ops):
         pairs = sorted(m.pairs([]))
         rng.shuffle(pairs)
@@ -575,8 +575,7 @@ def test_every_planner_on_every_zoo_model_and_preset(model):
     from partitiontuner.profiling.fixtures import fixture_dir
     from partitiontuner.workflow import ProblemSpec, load_problem
 
-    if not (fixture_dir() / f"{model}.json").is_file():
-        pytest.skip(f"no fixture profiles for {model} yet")
+    assert (fixture_dir() / f"{model}.json").is_file(), f"committed fixture profiles for {model} are missing"
     for preset in PRESETS:
         p = load_problem(ProblemSpec(model, preset, profiles="fixture", progress=False))
         sim = Simulator(p)

@@ -1,12 +1,12 @@
 """Demonstrations for the behaviour-cloning warm start of PPO.
 
 Before PPO, the policy imitates, on every training problem, the best plan among a few
-classical ones *as the environment can express it*: the baselines' plans replayed op
-by op into (PU, join) actions (:func:`replay_actions`; the paper's algorithm, greedy,
-HEFT, npu-first), and three rollouts of the environment's own state machine
+classical ones: the baselines' plans replayed exactly into (op, PU, join) actions
+(:func:`replay_actions`, :func:`partitiontuner.env.replay.actions_for_plan`; the
+paper's algorithm, greedy, HEFT, npu-first), and three rollouts of the environment's own state machine
 (:func:`heuristic_actions`): myopic (least partial makespan), a two-step lookahead
 (each action followed by two myopic steps, then undone), and the per-PU dynamic
-program's finish time. Which one wins differs between graphs; the policy learns from
+program's finish time (these follow the state's suggested op order). Which one wins differs between graphs; the policy learns from
 the features when each applies, and PPO then improves on all of them with the
 simulator's reward. Without the warm start, PPO spends most of its budget escaping
 one trap: joining every op into one huge NPU partition, which forfeits every fused
@@ -29,7 +29,9 @@ from partitiontuner.env.features import (
     pu_features,
 )
 from partitiontuner.env.observation import flat_mask
+from partitiontuner.env.replay import Action, actions_for_plan
 from partitiontuner.env.state import ScheduleState
+from partitiontuner.errors import PartitionTunerError
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
 
@@ -80,10 +82,10 @@ def _dp(ctx: ProblemContext, st: ScheduleState) -> tuple[int, int]:
     return _argmin_action(st, key)
 
 
-def heuristic_actions(ctx: ProblemContext, kind: str) -> list[int]:
-    """The actions (``2 * pu + join``) of one heuristic rollout (see module docstring)."""
+def heuristic_actions(ctx: ProblemContext, kind: str) -> list[Action]:
+    """The ``(op, pu, join)`` decisions of one heuristic rollout (see module docstring)."""
     st = ScheduleState(ctx.problem, ctx.order, ctx.sim)
-    actions = []
+    actions: list[Action] = []
     while not st.done:
         if kind == "myopic":
             p, b = _myopic(st)
@@ -93,47 +95,29 @@ def heuristic_actions(ctx: ProblemContext, kind: str) -> list[int]:
             p, b = _dp(ctx, st)
         else:
             raise ValueError(f"unknown heuristic {kind!r}")
-        actions.append(2 * p + b)
+        actions.append((st.current, p, bool(b)))
         st.apply(p, bool(b))
     return actions
 
 
-def replay_actions(ctx: ProblemContext, plan: Plan) -> list[int]:
-    """``plan`` as environment actions: each op on its plan PU, joining the PU's open
-    partition when that holds ops of the same plan partition and the join is allowed
-    (else a new partition, so the replay may differ slightly from the plan)."""
-    pr = ctx.problem
-    part_of = {}
-    for i, part in enumerate(plan.partitions):
-        for v in part.ops:
-            part_of[v] = i
-    st = ScheduleState(pr, ctx.order, ctx.sim)
-    actions = []
-    while not st.done:
-        v = st.current
-        i = part_of[v]
-        p = pr.pus.index(plan.partitions[i].device)
-        mask = st.action_mask()
-        if not mask[p].any():  # a plan that breaks a mask (e.g. memory): fall back to myopic
-            p, b = _myopic(st)
-        else:
-            k = st.open[p]
-            b = int(k >= 0 and part_of[st.parts[k][0]] == i and bool(mask[p, 1]))
-            if not mask[p, b]:
-                b = 1 - b
-        actions.append(2 * p + b)
-        st.apply(p, bool(b))
-    return actions
+def replay_actions(ctx: ProblemContext, plan: Plan) -> list[Action]:
+    """``plan`` as ``(op, pu, join)`` decisions (exact: the episode ends with the plan's
+    makespan).
+
+    Raises:
+        InfeasiblePlanError: a plan the masks forbid (e.g. it exceeds a memory capacity).
+    """
+    return actions_for_plan(ScheduleState(ctx.problem, ctx.order, ctx.sim), plan)
 
 
-def rollout_makespan(ctx: ProblemContext, actions: Sequence[int]) -> float:
-    """Makespan of an action sequence (by the simulator, on the finished plan)."""
-    from partitiontuner.env.scheduling_env import finish_plan
+def rollout_makespan(ctx: ProblemContext, actions: Sequence[Action]) -> float:
+    """Makespan of a decision sequence (by the simulator, on the finished plan)."""
+    from partitiontuner.env.scheduling_env import plan_from_state
 
     st = ScheduleState(ctx.problem, ctx.order, ctx.sim)
-    for a in actions:
-        st.apply(a // 2, bool(a % 2))
-    return ctx.sim.plan_makespan(finish_plan(ctx, st))
+    for v, p, b in actions:
+        st.apply(p, bool(b), v)
+    return ctx.sim.plan_makespan(plan_from_state(ctx, st))
 
 
 def oracle_plan(problem: Problem, time_limit_s: float) -> Plan | None:
@@ -149,14 +133,13 @@ def oracle_plan(problem: Problem, time_limit_s: float) -> Plan | None:
     return plan if plan.info.get("proven_optimal") else None
 
 
-def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple[list[int], float, str]:
+def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple[list[Action], float, str]:
     """The best of the replayed quick planners' plans
     (:data:`partitiontuner.agents.registry.QUICK_METHODS`), the heuristic rollouts and (``oracle_time_s > 0``)
     the replayed oracle plan: ``(actions, makespan, source)``."""
     from partitiontuner.agents.registry import quick_planners
-    from partitiontuner.errors import PartitionTunerError
 
-    candidates: list[tuple[float, str, list[int]]] = []
+    candidates: list[tuple[float, str, list[Action]]] = []
     for planner in quick_planners():
         try:
             actions = replay_actions(ctx, planner.plan(ctx.problem))
@@ -169,8 +152,11 @@ def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple
     if oracle_time_s > 0:
         plan = oracle_plan(ctx.problem, oracle_time_s)
         if plan is not None:
-            actions = replay_actions(ctx, plan)
-            candidates.append((rollout_makespan(ctx, actions), "oracle", actions))
+            try:
+                actions = replay_actions(ctx, plan)
+                candidates.append((rollout_makespan(ctx, actions), "oracle", actions))
+            except PartitionTunerError:
+                pass
     makespan, source, actions = min(candidates, key=lambda c: (c[0], c[1]))
     return actions, makespan, source
 
@@ -179,10 +165,11 @@ def best_demonstration(ctx: ProblemContext, oracle_time_s: float = 0.0) -> tuple
 class Demonstration:
     """One problem's expert episode, as the policy's fast path consumes it.
 
-    Tensors have one row per step: ``pu`` ``(n, P, len(PU))``, ``actions``
-    ``(n, 2P, len(ACTION))``, ``mask`` ``(n, 2P)`` bool, ``glob`` ``(n, len(GLOBAL))``,
-    ``current`` ``(n,)`` op indices, ``target`` ``(n,)`` expert actions and ``value``
-    ``(n,)`` the expert episode's return-to-go under the shaped reward.
+    Tensors have one row per step, candidate (ready) ops padded to ``K``: ``ops``
+    ``(n, K)`` op indices, ``pu`` ``(n, P, len(PU))``, ``actions`` ``(n, K * 2P,
+    len(ACTION))``, ``mask`` ``(n, K * 2P)`` bool, ``glob`` ``(n, len(GLOBAL))``,
+    ``target`` ``(n,)`` expert actions (``i * 2P + 2 * pu + join`` for candidate ``i``)
+    and ``value`` ``(n,)`` the expert episode's return-to-go under the shaped reward.
     """
 
     x: torch.Tensor
@@ -192,7 +179,7 @@ class Demonstration:
     actions: torch.Tensor
     mask: torch.Tensor
     glob: torch.Tensor
-    current: torch.Tensor
+    ops: torch.Tensor
     target: torch.Tensor
     value: torch.Tensor
     makespan_us: float
@@ -205,26 +192,37 @@ def demonstration(problem: Problem, oracle_time_s: float = 0.0) -> Demonstration
     ctx = ProblemContext(problem)
     expert, makespan, source = best_demonstration(ctx, oracle_time_s)
     p = problem.num_pus
+    width = 2 * p
     st = ScheduleState(problem, ctx.order, ctx.sim)
-    pus, acts, masks, globs, partial, current = [], [], [], [], [], []
-    for a in expert:
-        current.append(st.current)
-        mask = st.action_mask()
-        assert mask[a // 2, a % 2], "a demonstration took a masked action"
+    pus, acts, masks, globs, partial, cands, target = [], [], [], [], [], [], []
+    for v, q, b in expert:
+        ops, mask = st.candidate_masks()
+        i = ops.index(v)
+        assert mask[i, q, int(b)], "a demonstration took a masked action"
+        cands.append(ops)
+        target.append(i * width + 2 * q + int(b))
         pus.append(pu_features(ctx, st, p))
-        acts.append(action_features(ctx, st, mask, p))
+        acts.append(action_features(ctx, st, ops, mask, p))
         masks.append(flat_mask(mask, p).astype(bool))
         globs.append(global_features(ctx, st))
         partial.append(st.makespan)
-        st.apply(a // 2, bool(a % 2))
+        st.apply(q, bool(b), v)
+    k = max(len(o) for o in cands)
+    n = len(expert)
+    ops_t = torch.zeros((n, k), dtype=torch.long)
+    act_t = torch.zeros((n, k * width, acts[0].shape[1]))
+    mask_t = torch.zeros((n, k * width), dtype=torch.bool)
+    for t in range(n):
+        ops_t[t, : len(cands[t])] = torch.as_tensor(cands[t])
+        act_t[t, : len(acts[t])] = torch.from_numpy(acts[t])
+        mask_t[t, : len(masks[t])] = torch.from_numpy(masks[t])
     ref = ctx.ref_makespan
     gain = (ref - makespan) / ref
     return Demonstration(
         x=torch.as_tensor(ctx.node_static), edge_index=torch.as_tensor(ctx.edge_index),
         edge_attr=torch.as_tensor(ctx.edge_attr), pu=torch.as_tensor(np.stack(pus)),
-        actions=torch.as_tensor(np.stack(acts)), mask=torch.as_tensor(np.stack(masks)),
-        glob=torch.as_tensor(np.stack(globs)), current=torch.as_tensor(current),
-        target=torch.as_tensor(expert), value=torch.as_tensor([gain + m / ref for m in partial], dtype=torch.float32),
+        actions=act_t, mask=mask_t, glob=torch.as_tensor(np.stack(globs)), ops=ops_t,
+        target=torch.as_tensor(target), value=torch.as_tensor([gain + m / ref for m in partial], dtype=torch.float32),
         makespan_us=makespan, source=source,
     )
 
@@ -234,7 +232,7 @@ def behaviour_cloning_loss(policy, demo: Demonstration, vf_coef: float) -> tuple
     times the value's squared error; also the accuracy of the greedy action."""
     h, g = policy.encode(demo.x, demo.edge_index, demo.edge_attr)
     n = demo.target.shape[0]
-    logits, value = policy.heads(h[demo.current], g.expand(n, -1), demo.pu, demo.actions, demo.mask, demo.glob)
+    logits, value = policy.heads(h[demo.ops], g.expand(n, -1), demo.pu, demo.actions, demo.mask, demo.glob)
     ce = torch.nn.functional.cross_entropy(logits, demo.target)
     v_loss = 0.5 * ((value - demo.value) ** 2).mean()
     acc = float((logits.argmax(-1) == demo.target).float().mean())

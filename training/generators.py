@@ -28,7 +28,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from partitiontuner.graph import OpGraph, load_graph
+from partitiontuner.graph import OpGraph
+from partitiontuner.onnx_loader import load_graph
 
 FAMILIES = ("chain", "residual", "inception", "nas", "mixer", "dense", "mobile", "attention", "unet")
 

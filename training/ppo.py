@@ -218,8 +218,8 @@ def _score(agent: GNNPolicy, contexts: Sequence[ProblemContext], trajs: Sequence
         ctx, tr = contexts[j], trajs[j]
         h, g = agent.encode(torch.as_tensor(ctx.node_static), torch.as_tensor(ctx.edge_index),
                             torch.as_tensor(ctx.edge_attr))
-        rows = tr.current.numel()
-        logits, value = agent.heads(h[tr.current.reshape(-1)], g.expand(rows, -1), tr.pu.flatten(0, 1),
+        rows = tr.action.numel()
+        logits, value = agent.heads(h[tr.ops.flatten(0, 1)], g.expand(rows, -1), tr.pu.flatten(0, 1),
                                     tr.actions.flatten(0, 1), tr.mask.flatten(0, 1), tr.glob.flatten(0, 1))
         dist = torch.distributions.Categorical(logits=logits)
         logps.append(dist.log_prob(tr.action.reshape(-1)))
@@ -337,7 +337,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
             greedy_gains = torch.tensor([float((ctx.ref_makespan - tr.makespan_us[0]) / ctx.ref_makespan)
                                          for ctx, tr in zip(batch_contexts, recorded, strict=True)])
             trajs: list[Trajectories] = [_drop_first_episode(tr) for tr in recorded]
-            global_step += sum(tr.current.numel() for tr in trajs)
+            global_step += sum(tr.action.numel() for tr in trajs)
 
             # --- advantages and returns -----------------------------------------------------------
             refs = [ctx.ref_makespan for ctx in batch_contexts]

@@ -111,8 +111,8 @@ class RunResult:
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """``root/manifest.json`` as written by ``partitiontuner export``, format checked.
 
-    (The same contract as :func:`partitiontuner.export.load_manifest`, here without
-    its onnx / YAML imports; that function could delegate to this one.)
+    The one reader of export manifests: :func:`partitiontuner.export.load_manifest`
+    delegates here, so the runner stays free of the planner's imports.
 
     Raises:
         ConfigError: missing, unreadable or not an export manifest.

@@ -28,6 +28,10 @@ themselves. The global ones are repaired here, after planning:
    that may only run on different PUs for ``--max-partitions 1``). This is a
    heuristic (it merges and moves whole partitions, never splits one to regroup its
    ops), so it can give up on a satisfiable request; the oracle is the exact method.
+
+Why one file of ~640 lines: the three stages share one bookkeeping class (the merger's
+partition graph, cached costs and fusion savings) and fall back on one another in the
+order above; apart, each would need the others' internals.
 """
 
 from __future__ import annotations
@@ -38,10 +42,10 @@ from typing import Any
 
 import numpy as np
 
-from partitiontuner.agents.runs import Parts, maximal_runs, order_partitions, partition_edges
 from partitiontuner.errors import InfeasiblePlanError
 from partitiontuner.plan import Plan, make_plan
 from partitiontuner.problem import Problem
+from partitiontuner.runs import Parts, maximal_runs, order_partitions, partition_edges
 from partitiontuner.simulate import Simulator
 
 #: total simulator work (op + edge visits) repair may spend comparing merge candidates
@@ -93,7 +97,7 @@ def repair(problem: Problem, parts: Sequence[tuple[Sequence[int], int]], simulat
     if c.max_partitions is None and k <= 1:
         return out
     try:
-        return _Merger(problem, sim, _coarsen(problem, out)).run()
+        return Merger(problem, sim, _coarsen(problem, out)).run()
     except _Stuck as first:
         assign = [0] * problem.num_ops
         for ops, p in out:
@@ -106,7 +110,7 @@ def repair(problem: Problem, parts: Sequence[tuple[Sequence[int], int]], simulat
             restarts.append(lambda: [([v], few[v]) for v in range(problem.num_ops)])
         for start in restarts:
             try:
-                return _Merger(problem, sim, start()).run()
+                return Merger(problem, sim, start()).run()
             except (_Stuck, InfeasiblePlanError):
                 pass
         whole = _single_partition(problem, sim)
@@ -307,8 +311,12 @@ class _Stuck(Exception):
         self.small_ops, self.neighbour_ops = small_ops or [], neighbour_ops or []
 
 
-class _Merger:
-    """Greedy pairwise merging of partitions in sequence (see module docstring)."""
+class Merger:
+    """Greedy pairwise merging of partitions in sequence (see module docstring).
+
+    Public so the tests can check its incremental merge costs against
+    :meth:`Simulator.work`: it is a view of the cost model, not a second one.
+    """
 
     def __init__(self, problem: Problem, sim: Simulator, parts: Parts):
         self.problem, self.sim = problem, sim
@@ -386,12 +394,12 @@ class _Merger:
         c = self._cost.get(i)
         if c is None:
             p = self.pu[i]
-            c = float(self.time_sum[i][p]) - self.saving[i][p] + self.sim.overhead[p]
+            c = self.sim.finish(0.0, float(self.time_sum[i][p]) - self.saving[i][p], p)
             self._cost[i] = c
         return c
 
     def merged_cost(self, a: int, b: int, p: int) -> float:
-        return float(self.time_sum[a][p] + self.time_sum[b][p]) - self.merged_saving(a, b, p) + self.sim.overhead[p]
+        return self.sim.finish(0.0, float(self.time_sum[a][p] + self.time_sum[b][p]) - self.merged_saving(a, b, p), p)
 
     def proxy(self, a: int, b: int, p: int) -> float:
         """Change in busy time: merged work + overhead - parts, minus transfers saved."""
