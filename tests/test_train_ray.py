@@ -34,8 +34,7 @@ from partitiontuner.training.ray_rollouts import (
     RayRollouts,
     RolloutWorker,
     balanced_slices,
-    record_rollout,
-    skip_sampling,
+    problem_seeds,
 )
 
 TESTS = Path(__file__).resolve().parent
@@ -89,17 +88,23 @@ def _free_port() -> int:
 # without Ray
 
 
-def test_skip_sampling_advances_the_generator_as_a_recorded_rollout_does():
+def test_problem_seeds_depend_on_seed_iteration_and_position_only():
+    seeds = problem_seeds(0, 1, 6)
+    assert seeds == problem_seeds(0, 1, 6) and problem_seeds(0, 1, 3) == seeds[:3]  # a prefix: position, not count
+    assert len(set(seeds)) == 6 and all(0 <= s < 2**63 for s in seeds)
+    assert set(seeds).isdisjoint(problem_seeds(0, 2, 6)) and set(seeds).isdisjoint(problem_seeds(1, 1, 6))
+
+
+def test_a_problems_rollout_does_not_depend_on_the_problems_drawn_before_it():
     agent = policy()
-    for pr in tiny_corpus():
-        ctx = ProblemContext(pr)
-        rolled, skipped = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-        with torch.no_grad():
-            record_rollout(agent, ctx, 9, rolled)
-        skip_sampling(skipped, pr.num_ops, 9)
-        assert torch.equal(rolled.get_state(), skipped.get_state()), pr.graph.name
-        skip_sampling(skipped, pr.num_ops, 8)  # and a different table shape draws differently
-        assert not torch.equal(rolled.get_state(), skipped.get_state())
+    contexts = [ProblemContext(p) for p in tiny_corpus()]
+    seeds = problem_seeds(7, 3, 3)
+    torch.manual_seed(0)  # the default generator is not what the rollouts sample from
+    a = LocalRollouts(contexts, 7).collect(agent, [0, 2, 1], seeds)
+    torch.manual_seed(1)
+    b = LocalRollouts(contexts, 7).collect(agent, [3, 1, 1], seeds)  # other problems (other draw counts) before it
+    assert_same_trajectories(a[2:], b[2:])
+    assert not torch.equal(b[1].action, b[2].action)  # the same problem at another position samples anew
 
 
 def test_balanced_slices_split_the_expected_work_evenly():
@@ -169,32 +174,30 @@ def ray_here(ray_local):  # noqa: F811 - pytest passes the imported fixture
 def collect_both(problems, drawn, actors, worker_cls=RolloutWorker, **kw):
     agent = policy(3)
     contexts = [ProblemContext(p) for p in problems]
-    gen_local, gen_ray = torch.Generator().manual_seed(11), torch.Generator().manual_seed(11)
+    seeds = problem_seeds(11, 1, len(drawn))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as train() and the actors run (threads=1): same kernels, same bits
     try:
-        local = LocalRollouts(contexts, 7).collect(agent, drawn, gen_local)
+        local = LocalRollouts(contexts, 7).collect(agent, drawn, seeds)
     finally:
         torch.set_num_threads(threads)
     workers = RayRollouts("local", problems, [1.0] * len(problems), 7, agent.config, actors=actors,
                           worker_cls=worker_cls, **kw)
     try:
-        on_ray = workers.collect(agent, drawn, gen_ray)
-        again = workers.collect(agent, drawn, gen_ray)  # the actors keep their slices
+        on_ray = workers.collect(agent, drawn, seeds)
+        again = workers.collect(agent, drawn, problem_seeds(11, 2, len(drawn)))  # the actors keep their slices
     finally:
         workers.close()
-    return local, on_ray, again, gen_local, gen_ray, contexts, agent
+    return local, on_ray, again
 
 
 @pytest.mark.parametrize("actors", [1, 3])
 def test_ray_rollouts_are_bit_identical_to_local_for_any_actor_count(ray_here, actors):
     problems = tiny_corpus()
     drawn = np.array([2, 0, 3, 2, 1, 0])
-    local, on_ray, again, gen_local, gen_ray, contexts, agent = collect_both(problems, drawn, actors)
+    local, on_ray, again = collect_both(problems, drawn, actors)
     assert_same_trajectories(local, on_ray)
-    LocalRollouts(contexts, 7).collect(agent, drawn, gen_local)  # a second iteration continues the same stream
-    assert torch.equal(gen_local.get_state(), gen_ray.get_state())
-    assert not torch.equal(on_ray[0].action, again[0].action)  # ...which samples anew
+    assert not torch.equal(on_ray[0].action, again[0].action)  # the next iteration's seeds sample anew
 
 
 class DiesOnceWorker(RolloutWorker):

@@ -19,10 +19,12 @@ is encoded once, the head runs once per step on all episodes of the problem). Th
 several times faster than stepping padded ``PartitionTuner-v0`` observations through a
 vector env, and it gives what the baseline needs: episodes of the *same* problem.
 
-Where the rollouts run is one seam, ``workers.collect(agent, drawn, gen)``
+Where the rollouts run is one seam, ``workers.collect(agent, drawn, seeds)``
 (:mod:`~partitiontuner.training.ray_rollouts`): in this process, or with ``--ray
 [ADDRESS]`` in Ray actors that each hold a policy copy and a slice of the corpus, with
-the same trajectories bit for bit (the module says why); the update stays here.
+the same trajectories bit for bit: every drawn problem samples from its own generator,
+seeded from (seed, iteration, position in the draw) (the module says why); the update
+stays here.
 
 Advantages (``--baseline``):
 
@@ -48,9 +50,11 @@ zoo models on ``cpu-npu``, against the best quick planner or the oracle; the che
 that validates best (the warm start included) is written to ``<out stem>-best.pt``.
 
 Exact resumption: a checkpoint taken at an iteration boundary holds the weights, the
-optimizer and the numpy and torch sampling generators' states (rollouts start fresh
-each iteration, so no episode is in flight), so ``--resume`` continues with
-bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and exits with 130.
+optimizer and the run's generators' states (numpy: which problems are drawn, minibatch
+order; the rollouts' generators are seeded per problem from the iteration number, and
+rollouts start fresh each iteration, so no episode is in flight), so ``--resume``
+continues with bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and
+exits with 130.
 """
 
 from __future__ import annotations
@@ -89,7 +93,7 @@ from partitiontuner.training.checkpoint import (
     run_rng_state,
     save_uninterrupted,
 )
-from partitiontuner.training.ray_rollouts import rollout_workers
+from partitiontuner.training.ray_rollouts import problem_seeds, rollout_workers
 from partitiontuner.training.run_log import ProgressBar, RunLog, ppo_status
 from partitiontuner.training.validation import validate, validation_set
 from partitiontuner.training.warm_start import warm_start
@@ -333,7 +337,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
             # --- rollout: per drawn problem, samples_per_problem sampled episodes + 1 greedy ------------
             drawn = np_rng.choice(len(problems), size=args.problems_per_iteration, p=weights)
             batch_contexts = [contexts[i] for i in drawn]
-            recorded = workers.collect(agent, drawn, gen)
+            recorded = workers.collect(agent, drawn, problem_seeds(args.seed, iteration, len(drawn)))
             greedy_gains = torch.tensor([float((ctx.ref_makespan - tr.makespan_us[0]) / ctx.ref_makespan)
                                          for ctx, tr in zip(batch_contexts, recorded, strict=True)])
             trajs: list[Trajectories] = [_drop_first_episode(tr) for tr in recorded]

@@ -1,13 +1,12 @@
 """Where PPO's rollouts run: in this process, or in Ray actors (``train --ray [ADDRESS]``).
 
 The trainer (:func:`partitiontuner.training.ppo.train`) sees one seam,
-``workers.collect(agent, drawn, gen)``: given the drawn problems, the current policy and
-the run's sampling generator, it returns each drawn problem's recorded
+``workers.collect(agent, drawn, seeds)``: given the drawn problems, the current policy and
+each drawn problem's sampling seed (:func:`problem_seeds`), it returns each drawn problem's recorded
 :class:`~partitiontuner.agents.rl_planner.Trajectories` (episode 0 greedy, the rest
 sampled), in draw order. The learner, validation and checkpoints stay in the driver.
 
-* :class:`LocalRollouts`: in this process, one problem after another, every problem
-  sampling from ``gen`` in turn. This is the trainer as it was before Ray.
+* :class:`LocalRollouts`: in this process, one problem after another.
 * :class:`RayRollouts`: ``ray_actors`` :class:`RolloutWorker` actors, each holding a
   policy copy and a slice of the corpus (the problems put in the object store once,
   fetched by their actor on its first call, their contexts built there). Per iteration the weights
@@ -16,26 +15,24 @@ sampled), in draw order. The learner, validation and checkpoints stay in the dri
   count, longest first), so a draw of the zoo's big models does not land on one actor
   by construction; a single iteration can still be unbalanced, since draws are random.
 
-Same numbers with or without Ray, for any number of actors. The local run draws all
-of an iteration's samples from one generator, problem after problem, so problem ``j``'s
-episodes depend on how many random numbers problems ``0..j-1`` consumed. That number
-does not depend on the policy: :func:`~partitiontuner.agents.rl_planner.rollout` calls
-``torch.multinomial`` once per op on an ``(episodes, 2 * MAX_PUS)`` probability table,
-and torch draws one exponential variate per entry of the table whatever its values
-(the Gumbel-max path of ``multinomial`` for one sample). So the driver hands each
-problem the generator's state at the point where the local run would start it, and
-advances its own generator past that problem by the same draws on a dummy table
-(:func:`skip_sampling`): each problem's sampling state is a function of (seed,
-iteration, problem index) alone, the actors' trajectories are bit-identical to the
-local ones, the driver's generator ends the iteration where the local one does (so
-checkpoints, ``--resume`` and the default run's numbers are unchanged), and
-``tests/test_train_ray.py`` checks all of it. Deriving a fresh seed per problem instead
-would have changed the numbers of every existing local run. The actors run torch with
-the run's thread count and determinism setting, as the driver does.
+Same numbers with or without Ray, for any number of actors. Every drawn problem of an
+iteration samples from a torch generator of its own, seeded by :func:`problem_seeds`
+from (run seed, iteration, index of the problem in that iteration's draw); which
+problems are drawn still comes from the run's numpy generator, in the driver. A
+problem's episodes therefore depend on nothing another problem did: not on where it
+runs, not on how many random numbers the problems before it consumed (which, with the
+complete action space of :func:`~partitiontuner.agents.rl_planner.rollout`, depends on
+the policy's choices, so no driver could skip ahead of a shared generator). The actors'
+trajectories are bit-identical to the local ones, and ``--resume`` stays exact since
+the seeds derive from the iteration number. This scheme changed the local numbers once
+(runs before it sampled every problem from one shared generator in turn, so they are
+not reproduced bit for bit); since then they are identical for any actor count, which
+``tests/test_train_ray.py`` checks. The actors run torch with the run's thread count
+and determinism setting, as the driver does.
 
 Failures: an actor that dies (its process or its node lost) is restarted by Ray
 (``max_restarts``) and the iteration's call on it is run again (``max_task_retries``);
-the call carries the weights and the generator states, so the retry gives the same
+the call carries the weights and the seeds, so the retry gives the same
 trajectories. Ctrl-C reaches the driver inside ``ray.get``; the trainer saves the last
 boundary's checkpoint and :meth:`RayRollouts.close` kills the actors. An unreachable
 address fails before any work (:func:`partitiontuner.distributed.preflight`).
@@ -57,8 +54,8 @@ from partitiontuner.env.features import MAX_PUS, ProblemContext
 from partitiontuner.problem import Problem
 from partitiontuner.training.args import Args
 
-__all__ = ["LocalRollouts", "RayRollouts", "RolloutWorker", "balanced_slices", "record_rollout", "rollout_workers",
-           "skip_sampling"]
+__all__ = ["LocalRollouts", "RayRollouts", "RolloutWorker", "balanced_slices", "problem_seeds", "record_rollout",
+           "rollout_workers"]
 
 
 def record_rollout(policy: GNNPolicy, ctx: ProblemContext, episodes: int, gen: torch.Generator) -> Trajectories:
@@ -70,13 +67,12 @@ def record_rollout(policy: GNNPolicy, ctx: ProblemContext, episodes: int, gen: t
     return tr
 
 
-def skip_sampling(gen: torch.Generator, num_ops: int, episodes: int) -> None:
-    """Advance ``gen`` exactly as :func:`record_rollout` of a ``num_ops``-op problem
-    with ``episodes`` episodes does: one ``multinomial`` per op on an
-    ``(episodes, 2 * MAX_PUS)`` float table, whose draws do not depend on its values."""
-    table = torch.full((episodes, 2 * MAX_PUS), 1.0 / (2 * MAX_PUS))
-    for _ in range(num_ops):
-        torch.multinomial(table, 1, generator=gen)
+def problem_seeds(seed: int, iteration: int, count: int) -> list[int]:
+    """The sampling seeds of an iteration's ``count`` drawn problems, one per position in
+    the draw: a function of ``(seed, iteration, position)`` alone (numpy's
+    ``SeedSequence``, so neighbouring positions and iterations get unrelated streams)."""
+    return [int(np.random.SeedSequence([seed, iteration, j]).generate_state(1, np.uint64)[0] >> np.uint64(1))
+            for j in range(count)]
 
 
 def balanced_slices(costs: Sequence[float], parts: int) -> list[list[int]]:
@@ -104,11 +100,13 @@ class LocalRollouts:
         self.contexts = contexts
         self.episodes = episodes
 
-    def collect(self, agent: GNNPolicy, drawn: Sequence[int], gen: torch.Generator) -> list[Trajectories]:
-        """Each drawn problem's recorded trajectories, in draw order."""
+    def collect(self, agent: GNNPolicy, drawn: Sequence[int], seeds: Sequence[int]) -> list[Trajectories]:
+        """Each drawn problem's recorded trajectories, in draw order, each sampled from
+        a generator seeded with its entry of ``seeds``."""
         agent.eval()
         with torch.no_grad():
-            trajs = [record_rollout(agent, self.contexts[i], self.episodes, gen) for i in drawn]
+            trajs = [record_rollout(agent, self.contexts[i], self.episodes, torch.Generator().manual_seed(seed))
+                     for i, seed in zip(drawn, seeds, strict=True)]
         agent.train()
         return trajs
 
@@ -138,14 +136,14 @@ class RolloutWorker:
         self.episodes = episodes
         self.contexts: dict[int, ProblemContext] | None = None
 
-    def collect(self, weights: dict[str, torch.Tensor], slice_ref: list, jobs: Sequence[tuple[int, torch.Tensor]]
+    def collect(self, weights: dict[str, torch.Tensor], slice_ref: list, jobs: Sequence[tuple[int, int]]
                 ) -> list[Trajectories]:
-        """Load ``weights`` and roll out each ``(corpus index, generator state)`` job.
+        """Load ``weights`` and roll out each ``(corpus index, sampling seed)`` job.
 
         Args:
             weights: the policy's state dict.
             slice_ref: ``[ref]``, ``ref`` holding this actor's ``(corpus index, problem)`` pairs.
-            jobs: the problems to roll out, each with the generator state to sample from.
+            jobs: the problems to roll out, each with the seed of its sampling generator.
         """
         if self.contexts is None:
             import ray
@@ -155,10 +153,9 @@ class RolloutWorker:
         self.policy.eval()
         trajs = []
         with torch.no_grad():
-            for i, state in jobs:
-                gen = torch.Generator()
-                gen.set_state(state)
-                trajs.append(record_rollout(self.policy, self.contexts[i], self.episodes, gen))
+            for i, seed in jobs:
+                trajs.append(record_rollout(self.policy, self.contexts[i], self.episodes,
+                                            torch.Generator().manual_seed(seed)))
         return trajs
 
 
@@ -199,9 +196,7 @@ class RayRollouts:
                 actors = max(1, int(ray.cluster_resources().get("CPU", 1) // threads))
                 actors = min(actors, max_actors) if max_actors > 0 else actors
             actors = max(1, min(actors, len(problems)))
-            self.num_ops = [p.num_ops for p in problems]
-            self.episodes = episodes
-            slices = balanced_slices([q * n for q, n in zip(draw_probs, self.num_ops, strict=True)], actors)
+            slices = balanced_slices([q * p.num_ops for q, p in zip(draw_probs, problems, strict=True)], actors)
             self.owner = {i: k for k, s in enumerate(slices) for i in s}
             # more actors than the cluster has CPUs for (asked for explicitly) would wait
             # forever for CPUs: they then ask for none, spread over the nodes, and share cores
@@ -215,17 +210,16 @@ class RayRollouts:
             self._session.__exit__(*sys.exc_info())
             raise
 
-    def collect(self, agent: GNNPolicy, drawn: Sequence[int], gen: torch.Generator) -> list[Trajectories]:
+    def collect(self, agent: GNNPolicy, drawn: Sequence[int], seeds: Sequence[int]) -> list[Trajectories]:
         """Each drawn problem's recorded trajectories, in draw order, exactly as
-        :meth:`LocalRollouts.collect` gives them; ``gen`` ends where it would too."""
+        :meth:`LocalRollouts.collect` gives them."""
         weights = self.ray.put({k: v.detach().clone() for k, v in agent.state_dict().items()})
-        jobs: list[list[tuple[int, torch.Tensor]]] = [[] for _ in self.workers]
+        jobs: list[list[tuple[int, int]]] = [[] for _ in self.workers]
         where = []
-        for i in (int(i) for i in drawn):
+        for i, seed in zip((int(i) for i in drawn), seeds, strict=True):
             k = self.owner[i]
             where.append((k, len(jobs[k])))
-            jobs[k].append((i, gen.get_state()))
-            skip_sampling(gen, self.num_ops[i], self.episodes)
+            jobs[k].append((i, int(seed)))
         refs = {k: w.collect.remote(weights, [self.slices[k]], jobs[k]) for k, w in enumerate(self.workers) if jobs[k]}
         results = {k: get_result(self.ray, ref) for k, ref in refs.items()}
         return [results[k][m] for k, m in where]
