@@ -116,9 +116,8 @@ def ray_session(ray_address: str | None, connect_timeout_s: float = DEFAULT_CONN
     if ray_address is None:
         yield None
         return
-    ray = _import_ray()
-    if ray_address != LOCAL:
-        check_reachable(ray_address, connect_timeout_s)
+    preflight(ray_address, connect_timeout_s)
+    ray = import_ray()
     if ray.is_initialized():
         yield ray
         return
@@ -159,7 +158,22 @@ def check_reachable(ray_address: str, timeout_s: float = DEFAULT_CONNECT_TIMEOUT
         raise ConfigError(f"cannot reach the Ray cluster at {ray_address!r}: {exc.strerror or exc}") from exc
 
 
-def _import_ray() -> Any:
+def preflight(ray_address: str | None, connect_timeout_s: float = DEFAULT_CONNECT_TIMEOUT_S) -> None:
+    """Check, before any work, that ``ray_address`` can be used: Ray is installed and
+    (for a cluster) something answers there. ``None`` checks nothing and imports nothing.
+
+    Raises:
+        ConfigError: as :func:`ray_session` would, only sooner.
+    """
+    if ray_address is None:
+        return
+    import_ray()
+    if ray_address != LOCAL:
+        check_reachable(ray_address, connect_timeout_s)
+
+
+def import_ray() -> Any:
+    """The ``ray`` module, or one :class:`ConfigError` saying how to install it."""
     try:
         import ray
     except ImportError as exc:
@@ -219,7 +233,7 @@ def _run_on_ray(
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                results[index[ref]] = _get(ray, ref)
+                results[index[ref]] = get_result(ray, ref)
                 if on_done:
                     on_done(index[ref], results[index[ref]])
     except BaseException:
@@ -239,7 +253,7 @@ def _cancel(ray: Any, refs: list[Any], rounds: int = 5, wait_s: float = 2.0) -> 
         _, refs = ray.wait(refs, num_returns=len(refs), timeout=wait_s)
 
 
-def _get(ray: Any, ref: Any) -> Any:
+def get_result(ray: Any, ref: Any) -> Any:
     """``ray.get``, re-raising a job's own PartitionTunerError as itself (one line
     for the CLI) rather than wrapped in Ray's remote traceback."""
     try:

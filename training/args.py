@@ -19,6 +19,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from partitiontuner.distributed import LOCAL
 from partitiontuner.errors import ConfigError
 
 BASELINES = ("greedy", "critic")
@@ -26,10 +27,12 @@ VAL_REFERENCES = ("baselines", "oracle")
 #: fields computed by :meth:`Args.derive`, not options
 DERIVED = ("batch_episodes", "minibatch_problems")
 #: fields a resumed run always takes from its own command line, never from the checkpoint
-RUN_FIELDS = ("out", "resume", "progress", "stop_after_iterations", "time_limit_min")
+RUN_FIELDS = ("out", "resume", "progress", "stop_after_iterations", "time_limit_min", "ray", "ray_actors")
 #: extra spellings of some flags (``partitiontuner train``'s historical names)
 ALIASES = {"total_timesteps": "--steps", "time_limit_min": "--time-limit"}
 _CHOICES = {"baseline": BASELINES, "val_reference": VAL_REFERENCES}
+#: flags whose value may be left out, and the value they then take (``--ray`` alone: a local Ray instance)
+_BARE = {"ray": LOCAL}
 
 
 @dataclass
@@ -128,6 +131,13 @@ class Args:
     """show rich progress bars (behaviour cloning, PPO)"""
     stop_after_iterations: int = 0
     """stop after this many iterations of this run, writing a checkpoint (for tests); 0 = never"""
+    ray: str = ""
+    """run the rollouts in Ray actors: '' = in this process; --ray alone = a Ray instance on
+    this machine; --ray ADDRESS = the cluster there (HOST:PORT, ray://HOST:PORT or auto).
+    The learner stays here; the numbers are those of a run without --ray"""
+    ray_actors: int = 0
+    """rollout actors with --ray (each holds a policy copy and a slice of the corpus);
+    0 = one per CPU of the cluster, at most problems_per_iteration"""
 
     # filled in once after parsing
     batch_episodes: int = 0
@@ -159,7 +169,8 @@ class Args:
                 raise ConfigError(f"training option {name} must be >= 1, got {getattr(self, name)}")
         non_negative = ("total_timesteps", "time_limit_min", "learning_rate", "gae_lambda", "adv_floor", "clip_coef",
                         "ent_coef", "vf_coef", "max_grad_norm", "target_kl", "bc_epochs", "bc_learning_rate",
-                        "oracle_demo_s", "generated", "zoo_variants", "eval_every", "save_every", "stop_after_iterations")
+                        "oracle_demo_s", "generated", "zoo_variants", "eval_every", "save_every", "stop_after_iterations",
+                        "ray_actors")
         for name in non_negative:
             if getattr(self, name) < 0:
                 raise ConfigError(f"training option {name} must be >= 0, got {getattr(self, name)}")
@@ -231,6 +242,9 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
         help_text = (docs.get(f.name, "") + shown).replace("%", "%%")  # argparse %-formats help
         if isinstance(default, bool):
             parser.add_argument(*flags, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif f.name in _BARE:
+            parser.add_argument(*flags, dest=f.name, nargs="?", const=_BARE[f.name], default=None, metavar="ADDRESS",
+                                help=help_text)
         else:
             metavar = None if f.name in _CHOICES else {int: "N", float: "X"}.get(type(default), "PATH")
             parser.add_argument(*flags, dest=f.name, type=type(default), default=None, choices=_CHOICES.get(f.name),

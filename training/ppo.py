@@ -19,6 +19,13 @@ is encoded once, the head runs once per step on all episodes of the problem). Th
 several times faster than stepping padded ``PartitionTuner-v0`` observations through a
 vector env, and it gives what the baseline needs: episodes of the *same* problem.
 
+Where the rollouts run is one seam, ``workers.collect(agent, drawn, seeds)``
+(:mod:`~partitiontuner.training.ray_rollouts`): in this process, or with ``--ray
+[ADDRESS]`` in Ray actors that each hold a policy copy and a slice of the corpus, with
+the same trajectories bit for bit: every drawn problem samples from its own generator,
+seeded from (seed, iteration, position in the draw) (the module says why); the update
+stays here.
+
 Advantages (``--baseline``):
 
 * ``greedy`` (default; the greedy-rollout self-critic of Kool et al. 2019,
@@ -43,9 +50,11 @@ zoo models on ``cpu-npu``, against the best quick planner or the oracle; the che
 that validates best (the warm start included) is written to ``<out stem>-best.pt``.
 
 Exact resumption: a checkpoint taken at an iteration boundary holds the weights, the
-optimizer and the numpy and torch sampling generators' states (rollouts start fresh
-each iteration, so no episode is in flight), so ``--resume`` continues with
-bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and exits with 130.
+optimizer and the run's generators' states (numpy: which problems are drawn, minibatch
+order; the rollouts' generators are seeded per problem from the iteration number, and
+rollouts start fresh each iteration, so no episode is in flight), so ``--resume``
+continues with bit-identical numbers. Ctrl-C writes the last boundary's checkpoint and
+exits with 130.
 """
 
 from __future__ import annotations
@@ -66,8 +75,9 @@ import torch.nn as nn
 import torch.optim as optim
 
 from partitiontuner.agents.gnn_policy import GNNPolicy
-from partitiontuner.agents.rl_planner import Trajectories, rollout
-from partitiontuner.env.features import MAX_PUS, ProblemContext
+from partitiontuner.agents.rl_planner import Trajectories
+from partitiontuner.distributed import preflight
+from partitiontuner.env.features import ProblemContext
 from partitiontuner.errors import ConfigError, run_entry_point
 from partitiontuner.problem import Problem
 from partitiontuner.training.args import (
@@ -83,6 +93,7 @@ from partitiontuner.training.checkpoint import (
     run_rng_state,
     save_uninterrupted,
 )
+from partitiontuner.training.ray_rollouts import problem_seeds, rollout_workers
 from partitiontuner.training.run_log import ProgressBar, RunLog, ppo_status
 from partitiontuner.training.validation import validate, validation_set
 from partitiontuner.training.warm_start import warm_start
@@ -245,6 +256,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
     deadline = t_run + 60 * args.time_limit_min if args.time_limit_min > 0 else math.inf
     out = Path(args.out)
     resume_ck = load_checkpoint(args.resume) if args.resume else None
+    preflight(args.ray or None)  # a bad --ray fails now, before the corpus is built
 
     # --- seeding ---------------------------------------------------------------------
     np.random.seed(args.seed)
@@ -301,6 +313,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
             info={"best_val": best_val, **info},
         )
 
+    workers = rollout_workers(args, problems, contexts, weights)  # this process, or Ray actors (--ray)
     run_log = RunLog(out.parent / "logs", args, append=resume_ck is not None)
     best_path = out.with_name(out.stem + "-best" + out.suffix)
     if val and resume_ck is None:  # the warm-started (or initial) policy is a candidate too
@@ -323,18 +336,11 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
 
             # --- rollout: per drawn problem, samples_per_problem sampled episodes + 1 greedy ------------
             drawn = np_rng.choice(len(problems), size=args.problems_per_iteration, p=weights)
-            trajs: list[Trajectories] = []
-            greedy_gains = torch.zeros(args.problems_per_iteration)
-            agent.eval()
-            with torch.no_grad():
-                for j, i in enumerate(drawn):
-                    ctx = contexts[i]
-                    _, tr = rollout(agent, ctx, 1 + args.samples_per_problem, gen, greedy=1, record=True, pad_pus=MAX_PUS)
-                    assert tr is not None
-                    greedy_gains[j] = float((ctx.ref_makespan - tr.makespan_us[0]) / ctx.ref_makespan)
-                    trajs.append(_drop_first_episode(tr))
-            agent.train()
             batch_contexts = [contexts[i] for i in drawn]
+            recorded = workers.collect(agent, drawn, problem_seeds(args.seed, iteration, len(drawn)))
+            greedy_gains = torch.tensor([float((ctx.ref_makespan - tr.makespan_us[0]) / ctx.ref_makespan)
+                                         for ctx, tr in zip(batch_contexts, recorded, strict=True)])
+            trajs: list[Trajectories] = [_drop_first_episode(tr) for tr in recorded]
             global_step += sum(tr.action.numel() for tr in trajs)
 
             # --- advantages and returns -----------------------------------------------------------
@@ -448,6 +454,7 @@ def train(args: Args, log: Callable[[str], None] = print, problems: Sequence[Pro
     finally:
         progress.close()
         run_log.close()
+        workers.close()
     log(f"done: {global_step} steps in {time.time() - start_time:.0f}s; checkpoint {out}"
         + (f", best validated {best_path} (mean ratio {best_val:.4f})" if math.isfinite(best_val) else ""))
     return out
