@@ -37,11 +37,12 @@ from dataclasses import dataclass
 from partitiontuner.agents.registry import METHODS, make_planner
 from partitiontuner.atomic import write_text_atomic
 from partitiontuner.errors import PartitionTunerError
-from partitiontuner.execute import SPIN_MARGIN_S, ExecutionResult, measure_wait_precision
+from partitiontuner.execute import ExecutionResult
 from partitiontuner.measure import measure_interleaved
 from partitiontuner.plan import Plan
 from partitiontuner.problem import Problem
 from partitiontuner.stats import kendall_tau, load_warning
+from partitiontuner.waiting import SPIN_MARGIN_S, measure_wait_precision
 from partitiontuner.workflow import ProblemSpec, load_problem
 from partitiontuner.zoo import ZOO
 

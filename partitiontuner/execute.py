@@ -1,5 +1,9 @@
 """Run a plan for real and check it against the whole model and the simulator.
 
+A little over 500 lines: one executor (build, worker threads, hand-offs, result),
+whose protocol is easier to check read in one place; precise waiting lives in
+:mod:`partitiontuner.waiting`, the result records in :mod:`partitiontuner.run_result`.
+
 One worker thread per PU runs that PU's partitions in the plan's order, each as soon
 as its inputs are ready (DESIGN.md step 6). Each PU's partitions run on its runtime
 (the platform's ``runtime`` key):
@@ -42,29 +46,11 @@ as its inputs are ready (DESIGN.md step 6). Each PU's partitions run on its runt
   :mod:`partitiontuner.trace` writes them as a Chrome / Perfetto trace and
   :mod:`partitiontuner.calibrate` fits the cost model to them.
 
-Timing uses ``time.perf_counter``. Waiting for a time point (transfer arrivals, the
-emulated NPU time, the little-core pad, the common start ``t = 0``) uses
-:func:`wait_until`: sleep until :data:`SPIN_MARGIN_S` before the deadline, then spin.
-``time.sleep`` alone overshoots by ~75 us on Linux (the default 50 us timer slack plus
-wake-up latency); the workers lower their timer slack to 1 ns (``prctl``), which
-brings a sleep's overshoot to ~25 us on this 2-core VM, and the final spin (with
-``os.sched_yield`` so the GIL and the core are offered to others) removes the rest:
-median lateness 0.4 us, p90 0.7 us, at the price of ~60 us of spinning per wait
-(:func:`measure_wait_precision` reproduces these numbers). Waiting for another
-worker's result blocks on a ``threading.Event``, which wakes ~20-40 us late on this VM
-(an idle vCPU must be woken) and would add that to every PU switch; so a waiting
-worker blocks only until :data:`SPIN_AHEAD_S` before the producer is expected to end
-(the producer's actual start plus its simulated duration) and then spins, for at most
-:data:`MAX_SPIN_S`. Spinning yields with ``os.sched_yield``: a spin that keeps the GIL
-(or releases it with ``time.sleep(0)``) starves the other workers for up to the 5 ms
-GIL switch interval (measured: ~200 us extra per PU switch). The spin is capped at
-0.5 ms: a longer spin (it was 2 ms) occupies a core whenever a producer runs longer
-than its simulated time, which on ``cpu-2npu`` (three workers on two cores) can take
-the core the late producer needs; past the cap a blocked wait's ~30 us is cheaper.
-With a calibrated cost model the expected ends are close and the cap is rarely hit.
-All of this assumes a
-quiet machine: on a loaded one every wake-up waits for a time slice, and measured
-times grow with the load.
+Timing uses ``time.perf_counter``; every wait for a time point goes through
+:func:`partitiontuner.waiting.wait_until` (sleep, then a short spin that yields the
+GIL), and a worker waiting for another PU's result blocks on an event until
+:data:`SPIN_AHEAD_S` before the producer is expected to end, then spins for at most
+:data:`MAX_SPIN_S` (the measured reasons are in :mod:`partitiontuner.waiting`).
 
 ``outputs_match`` compares the final outputs of every timed run with the whole-model
 run, ``numpy.allclose`` with :data:`RTOL` and :data:`ATOL` (fused and unfused float32
@@ -74,10 +60,8 @@ largest absolute difference.
 
 from __future__ import annotations
 
-import ctypes
 import os
 import statistics
-import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -92,16 +76,16 @@ from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.platform import OrtSettings
 from partitiontuner.problem import Problem
 from partitiontuner.profiling.ort_runtime import caller_cores, first_line, make_session, pin_thread
-from partitiontuner.simulate import Simulator, TransferTiming, simulate
+from partitiontuner.run_result import ExecutionResult, PartitionRun, TransferRun
+from partitiontuner.simulate import Simulator, simulate
 from partitiontuner.stats import host_load, load_warning, spread_warning, summarize
 from partitiontuner.subgraph import partition_io, subgraph_model
+from partitiontuner.waiting import lower_timer_slack, wait_until
 from partitiontuner.zoo import random_input
 
 #: relative / absolute tolerance of the output check (float32 kernels fused differently)
 RTOL = 1e-3
 ATOL = 1e-5
-#: sleep until this long before a deadline, then spin (see the module docstring)
-SPIN_MARGIN_S = 60e-6
 #: the common start t = 0 lies this far after the workers are ready
 START_DELAY_S = 1e-3
 #: a worker waiting for another PU's result spins from this long before it is expected
@@ -113,225 +97,6 @@ _POLL_S = 0.05
 #: while a producer has not started, its consumer checks this often
 _SLICE_S = 200e-6
 
-_PR_SET_TIMERSLACK = 29
-_libc: Any = None
-
-
-# ---------------------------------------------------------------------------------
-# precise waiting
-
-
-def lower_timer_slack() -> None:
-    """Set the calling thread's timer slack to 1 ns (Linux; a no-op elsewhere).
-
-    The default 50 us slack lets the kernel wake a sleeping thread up to 50 us late so
-    it can batch wake-ups; the executor wants its sleeps to end on time.
-    """
-    global _libc
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        if _libc is None:
-            _libc = ctypes.CDLL(None, use_errno=True)
-        _libc.prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
-    except (OSError, AttributeError):  # no prctl: sleeps are just less precise
-        pass
-
-
-def wait_until(deadline: float, spin_margin_s: float = SPIN_MARGIN_S) -> float:
-    """Block until ``time.perf_counter() >= deadline``; return how late it returned (s).
-
-    Sleeps until ``spin_margin_s`` before the deadline, then spins calling
-    ``os.sched_yield`` (which releases the GIL, so a spinning worker does not hold up
-    a worker whose ONNX Runtime call just returned).
-    """
-    now = time.perf_counter()
-    remaining = deadline - now
-    if remaining <= 0:
-        return 0.0
-    if remaining > spin_margin_s:
-        time.sleep(remaining - spin_margin_s)
-    while (now := time.perf_counter()) < deadline:
-        os.sched_yield()
-    return now - deadline
-
-
-@dataclass(frozen=True)
-class WaitPrecision:
-    """Lateness of :func:`wait_until` (us) over ``samples`` waits of ``duration_us``,
-    and the fraction of the waiting time the thread spent on a CPU."""
-
-    duration_us: float
-    samples: int
-    median_late_us: float
-    p90_late_us: float
-    max_late_us: float
-    cpu_fraction: float
-    sleep_only_median_late_us: float
-
-
-def measure_wait_precision(duration_us: float = 500.0, samples: int = 200, spin_margin_s: float = SPIN_MARGIN_S) -> WaitPrecision:
-    """Measure :func:`wait_until` on this machine (run in a fresh thread, as the workers do)."""
-    out: list[WaitPrecision] = []
-
-    def probe() -> None:
-        lower_timer_slack()
-        d = duration_us * 1e-6
-        late, plain = [], []
-        cpu0, wall0 = time.thread_time(), time.perf_counter()
-        for _ in range(samples):
-            late.append(wait_until(time.perf_counter() + d, spin_margin_s) * 1e6)
-        cpu = (time.thread_time() - cpu0) / (time.perf_counter() - wall0)
-        for _ in range(max(10, samples // 4)):
-            t = time.perf_counter()
-            time.sleep(d)
-            plain.append((time.perf_counter() - t - d) * 1e6)
-        late.sort()
-        out.append(WaitPrecision(duration_us, samples, late[len(late) // 2], late[int(0.9 * (len(late) - 1))],
-                                 late[-1], cpu, statistics.median(plain)))
-
-    th = threading.Thread(target=probe, name="wait-probe")
-    th.start()
-    th.join()
-    return out[0]
-
-
-# ---------------------------------------------------------------------------------
-# results
-
-
-@dataclass(frozen=True)
-class PartitionRun:
-    """One partition: measured (in the median run) beside simulated, in us from t = 0.
-
-    ``measured_us_median`` is the median of this partition's duration over all timed
-    runs (steadier than the single median run's duration).
-    """
-
-    index: int
-    device: str
-    emulated: bool
-    ops: tuple[str, ...]
-    measured_start_us: float
-    measured_end_us: float
-    measured_us_median: float
-    simulated_start_us: float
-    simulated_end_us: float
-    measured_free_us: float = 0.0  # when its PU finished the partition before it (or t = 0)
-
-    @property
-    def measured_us(self) -> float:
-        return self.measured_end_us - self.measured_start_us
-
-    @property
-    def simulated_us(self) -> float:
-        return self.simulated_end_us - self.simulated_start_us
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "id": self.index, "device": self.device, "emulated": self.emulated, "ops": list(self.ops),
-            "measured_start_us": round(self.measured_start_us, 3), "measured_end_us": round(self.measured_end_us, 3),
-            "measured_us": round(self.measured_us, 3), "measured_us_median": round(self.measured_us_median, 3),
-            "simulated_start_us": round(self.simulated_start_us, 3), "simulated_end_us": round(self.simulated_end_us, 3),
-            "simulated_us": round(self.simulated_us, 3),
-        }
-
-
-@dataclass(frozen=True)
-class TransferRun(TransferTiming):
-    """One measured hand-off between PUs in the median run, in us from t = 0 (the
-    simulator's record plus when the receiver got hold of the tensor).
-
-    The tensor leaves at ``start_us`` (its producer's measured end), the receiving
-    worker holds it from ``handed_us`` and may use it from ``end_us`` (``start_us`` plus
-    the link's emulated transfer time, or later if the hand-over itself was late).
-    """
-
-    handed_us: float = 0.0
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"tensor": self.tensor, "size_bytes": self.size_bytes, "src": self.src_device, "dst": self.dst_device,
-                "src_partition": self.src_partition, "dst_partition": self.dst_partition,
-                "start_us": round(self.start_us, 3), "handed_us": round(self.handed_us, 3),
-                "usable_us": round(self.end_us, 3)}
-
-
-@dataclass(frozen=True)
-class ExecutionResult:
-    """What :func:`run_plan` measured.
-
-    Attributes:
-        measured_makespan_us: median over the timed runs; ``measured_p10_us`` and
-            ``measured_p90_us`` their 10th and 90th percentiles.
-        makespan_runs_us: every timed run's makespan, in run order.
-        simulated_makespan_us: the simulator's makespan for the same plan.
-        outputs_match: every timed run's final outputs equal the whole-model ORT run
-            within ``rtol`` / ``atol`` (``numpy.allclose``).
-        max_abs_error: largest absolute difference to the whole-model run.
-        emulated_pus: PUs whose partitions were emulated (NPUs), not run.
-        runtimes: per PU that ran partitions, what ran them: ``emulated`` or
-            ``onnxruntime (providers, threads, cores)``.
-        padded_pus: CPU PUs slowed down by padding (``speed_factor < 1``).
-        partitions: per partition, in plan order (median run).
-        wait_late_us_median, wait_late_us_max: lateness of the timed waits of the median
-            run (transfer arrivals, emulated NPU time, pads).
-        cost_model: ``calibrated`` or ``uncalibrated``: the model the simulated times use.
-        warnings: one line each: a loaded host, a spread over 10 %.
-        transfers: the median run's hand-offs between PUs.
-    """
-
-    model: str
-    platform: str
-    method: str
-    repeat: int
-    warmup: int
-    measured_makespan_us: float
-    makespan_runs_us: tuple[float, ...]
-    simulated_makespan_us: float
-    outputs_match: bool
-    max_abs_error: float
-    rtol: float
-    atol: float
-    emulated_pus: tuple[str, ...]
-    padded_pus: tuple[str, ...]
-    partitions: tuple[PartitionRun, ...]
-    wait_late_us_median: float
-    wait_late_us_max: float
-    notes: tuple[str, ...] = field(default=())
-    measured_p10_us: float = 0.0
-    measured_p90_us: float = 0.0
-    cost_model: str = "uncalibrated"
-    warnings: tuple[str, ...] = field(default=())
-    load_average: float = float("nan")
-    pinned_cores: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    transfers: tuple[TransferRun, ...] = field(default=())
-    measured_finish_us: float = 0.0  # the median run's last output on the host
-    runtimes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        """Measured over simulated makespan (1.0 = the cost model is exact)."""
-        return self.measured_makespan_us / self.simulated_makespan_us
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "platform": self.platform, "method": self.method,
-            "measured_makespan_us": round(self.measured_makespan_us, 3),
-            "measured_p10_us": round(self.measured_p10_us, 3), "measured_p90_us": round(self.measured_p90_us, 3),
-            "simulated_makespan_us": round(self.simulated_makespan_us, 3), "cost_model": self.cost_model,
-            "ratio": round(self.ratio, 4),
-            "makespan_runs_us": [round(x, 3) for x in self.makespan_runs_us],
-            "outputs_match": self.outputs_match, "max_abs_error": float(self.max_abs_error),
-            "rtol": self.rtol, "atol": self.atol, "repeat": self.repeat, "warmup": self.warmup,
-            "emulated_pus": list(self.emulated_pus), "padded_pus": list(self.padded_pus),
-            "runtimes": dict(self.runtimes),
-            "wait_late_us_median": round(self.wait_late_us_median, 3), "wait_late_us_max": round(self.wait_late_us_max, 3),
-            "notes": list(self.notes), "warnings": list(self.warnings),
-            "load_average": None if self.load_average != self.load_average else round(self.load_average, 2),
-            "pinned_cores": {k: list(v) for k, v in self.pinned_cores.items()},
-            "per_partition": [p.to_dict() for p in self.partitions],
-            "transfers": [t.to_dict() for t in self.transfers],
-        }
 
 
 # ---------------------------------------------------------------------------------

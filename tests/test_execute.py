@@ -17,12 +17,13 @@ from graphs import chain, diamond, problem, two_pu_platform
 
 from partitiontuner import execute
 from partitiontuner.errors import InfeasiblePlanError, PartitionTunerError
-from partitiontuner.execute import run_plan, wait_until
+from partitiontuner.execute import run_plan
 from partitiontuner.plan import Plan, make_plan
 from partitiontuner.platform import Platform, load_platform, platform_from_dict
 from partitiontuner.problem import Problem
 from partitiontuner.profiling.fixtures import fixture_profiles
 from partitiontuner.simulate import simulate
+from partitiontuner.waiting import measure_wait_precision, wait_until
 from partitiontuner.zoo import load_model
 
 # ---------------------------------------------------------------------------------
@@ -246,6 +247,6 @@ def test_wait_until_never_returns_early() -> None:
         late = wait_until(deadline)
         assert time.perf_counter() >= deadline and late >= 0.0
     assert wait_until(time.perf_counter() - 1.0) == 0.0
-    w = execute.measure_wait_precision(duration_us=200.0, samples=20)
+    w = measure_wait_precision(duration_us=200.0, samples=20)
     assert 0.0 <= w.median_late_us <= w.p90_late_us <= w.max_late_us
     assert 0.0 <= w.cpu_fraction <= 1.5 and math.isfinite(w.sleep_only_median_late_us)
