@@ -22,6 +22,7 @@ from typing import Any
 from partitiontuner.agents.base import Planner
 from partitiontuner.agents.registry import METHODS, make_planner
 from partitiontuner.atomic import OutputError, check_writable, os_reason, write_text_atomic
+from partitiontuner.calibrate import cost_model_of
 from partitiontuner.distributed import JsonlJournal, chain, ray_session, run_jobs
 from partitiontuner.errors import ConfigError
 from partitiontuner.plan import Plan, save_plan
@@ -132,7 +133,7 @@ def gather(
     ev = Evaluation(platform, profiles)
     for job, out in zip(jobs, outcomes, strict=True):
         problem, method, plan, sim = job.problem, job.method, out.plan, out.sim
-        ev.cost_model = "calibrated" if problem.calibration is not None else "uncalibrated"
+        ev.cost_model = cost_model_of(problem)
         row = Row(model=problem.graph.name, method=method, makespan_us=sim.makespan_us,
                   planning_time_s=out.planning_time_s, num_partitions=plan.num_partitions)
         if method == ORACLE:

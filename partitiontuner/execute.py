@@ -71,6 +71,7 @@ from typing import Any
 import numpy as np
 from onnx import helper
 
+from partitiontuner.calibrate import cost_model_of
 from partitiontuner.errors import PartitionTunerError
 from partitiontuner.plan import Plan, validate_plan
 from partitiontuner.platform import OrtSettings
@@ -489,7 +490,6 @@ def _result(ex: Executor, runs: Sequence[_RunRecord], *, warmup: int, rtol: floa
     summary = summarize(makespans)
     load_avg, cores = load if load is not None else host_load()
     warnings = [w for w in (load_warning(load_avg, cores), spread_warning(summary)) if w]
-    calibration = getattr(problem, "calibration", None)
     return ExecutionResult(
         model=g.name, platform=problem.platform.name, method=plan.method, repeat=repeat, warmup=warmup,
         measured_makespan_us=summary.median, makespan_runs_us=tuple(makespans),
@@ -497,7 +497,7 @@ def _result(ex: Executor, runs: Sequence[_RunRecord], *, warmup: int, rtol: floa
         emulated_pus=ex.emulated_pus, padded_pus=ex.padded_pus, partitions=parts,
         wait_late_us_median=statistics.median(lates), wait_late_us_max=max(lates), notes=tuple(notes),
         measured_p10_us=summary.p10, measured_p90_us=summary.p90,
-        cost_model="calibrated" if calibration is not None else "uncalibrated", warnings=tuple(warnings),
+        cost_model=cost_model_of(problem), warnings=tuple(warnings),
         load_average=load_avg, pinned_cores={names[p]: c for p, c in ex.cores.items()}, transfers=transfers,
         measured_finish_us=med.finish * 1e6, runtimes=dict(ex.runtimes),
     )
